@@ -1,0 +1,84 @@
+//! Prometheus metrics of one service, served at `/metrics`.
+//!
+//! Each service owns its own registry (several services share a process in `oba up`, and
+//! each must report only its own numbers).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabel {
+    /// The full gRPC method path, e.g. `/oba.post.v1.PostService/ListPosts`.
+    pub method: String,
+}
+
+/// The metrics registry of one service.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<std::sync::Mutex<Registry>>,
+    grpc_requests: Family<MethodLabel, Counter>,
+}
+
+impl Metrics {
+    pub fn new(service: &str) -> Self {
+        let mut registry = Registry::with_prefix_and_labels(
+            "oba",
+            [(Cow::Borrowed("service"), Cow::Owned(service.to_owned()))].into_iter(),
+        );
+        let grpc_requests = Family::<MethodLabel, Counter>::default();
+        registry.register(
+            "grpc_requests",
+            "gRPC calls received, by method",
+            grpc_requests.clone(),
+        );
+        Self {
+            registry: Arc::new(std::sync::Mutex::new(registry)),
+            grpc_requests,
+        }
+    }
+
+    /// Registers another metric of the service.
+    pub fn register(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        if let Ok(mut registry) = self.registry.lock() {
+            registry.register(name, help, metric);
+        }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Ok(registry) = self.registry.lock() {
+            // Writing to a String cannot fail.
+            let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        }
+        out
+    }
+}
+
+/// Middleware counting gRPC calls by method.
+pub async fn count_grpc_requests(
+    State(metrics): State<Metrics>,
+    request: Request,
+    next: Next,
+) -> Response {
+    metrics
+        .grpc_requests
+        .get_or_create(&MethodLabel {
+            method: request.uri().path().to_owned(),
+        })
+        .inc();
+    next.run(request).await
+}

@@ -1,0 +1,172 @@
+//! Serving one service: gRPC and plain HTTP on one port.
+//!
+//! Every service is a [`ServiceApp`]: its gRPC services and optional HTTP routes. [`serve`]
+//! adds what all services share: `/healthz` (liveness: the process answers), `/readyz`
+//! (readiness: its dependencies answer), `/metrics` (Prometheus) and the standard gRPC
+//! health service, then serves HTTP/1 and HTTP/2 (gRPC) on one listener until shutdown.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use futures::future::BoxFuture;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+use tonic::transport::{Channel, Endpoint};
+use tower::Service;
+
+use crate::config::{ConfigError, Setting};
+use crate::metrics::{Metrics, count_grpc_requests};
+
+/// A readiness check: `Err` says which dependency is not ready.
+pub type ReadinessCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// One service, ready to be served.
+pub struct ServiceApp {
+    name: &'static str,
+    grpc: tonic::service::Routes,
+    grpc_names: Vec<&'static str>,
+    http: Router,
+    readiness: Vec<ReadinessCheck>,
+    metrics: Metrics,
+}
+
+impl ServiceApp {
+    pub fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            grpc: tonic::service::Routes::default(),
+            grpc_names: Vec::new(),
+            http: Router::new(),
+            readiness: Vec::new(),
+            metrics: Metrics::new(name),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Adds a generated tonic server.
+    pub fn grpc<S>(mut self, service: S) -> Self
+    where
+        S: Service<
+                axum::http::Request<tonic::body::Body>,
+                Error = Infallible,
+                Response = axum::http::Response<tonic::body::Body>,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.grpc_names.push(S::NAME);
+        self.grpc = self.grpc.add_service(service);
+        self
+    }
+
+    /// Adds plain HTTP routes (the edge's GraphQL and REST APIs).
+    pub fn http(mut self, router: Router) -> Self {
+        self.http = self.http.merge(router);
+        self
+    }
+
+    /// Adds a check that must pass for `/readyz` to answer 200.
+    pub fn readiness(mut self, check: ReadinessCheck) -> Self {
+        self.readiness.push(check);
+        self
+    }
+
+    async fn into_router(self) -> Router {
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        for name in &self.grpc_names {
+            reporter
+                .set_service_status(name, tonic_health::ServingStatus::Serving)
+                .await;
+        }
+        let grpc = self
+            .grpc
+            .add_service(health_service)
+            .into_axum_router()
+            .layer(axum::middleware::from_fn_with_state(
+                self.metrics.clone(),
+                count_grpc_requests,
+            ));
+        let probes = Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .with_state(Probes {
+                readiness: Arc::new(self.readiness),
+                metrics: self.metrics,
+            });
+        grpc.merge(self.http).merge(probes)
+    }
+}
+
+#[derive(Clone)]
+struct Probes {
+    readiness: Arc<Vec<ReadinessCheck>>,
+    metrics: Metrics,
+}
+
+async fn readyz(State(probes): State<Probes>) -> impl IntoResponse {
+    let results = futures::future::join_all(probes.readiness.iter().map(|check| check())).await;
+    let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+    if failures.is_empty() {
+        (StatusCode::OK, "ready".to_owned())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}", failures.join("; ")),
+        )
+    }
+}
+
+async fn metrics(State(probes): State<Probes>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        probes.metrics.encode(),
+    )
+}
+
+/// Serves `app` on `listener` until `shutdown` is cancelled, then drains in-flight requests.
+pub async fn serve(
+    app: ServiceApp,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let name = app.name;
+    let router = app.into_router().await;
+    tracing::info!(service = name, addr = %listener.local_addr()?, "serving");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    tracing::info!(service = name, "stopped");
+    Ok(())
+}
+
+/// A lazily connected channel to a peer service; calls fail fast with UNAVAILABLE while the
+/// peer is down instead of hanging, and succeed again once it is back.
+pub fn peer_channel(url: &Setting<String>) -> Result<Channel, ConfigError> {
+    let endpoint = Endpoint::from_shared(url.value.clone())
+        .map_err(|e| url.problem(format!("not a valid URL: {e}")))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
+        .tcp_nodelay(true);
+    Ok(endpoint.connect_lazy())
+}

@@ -1,0 +1,281 @@
+//! The oba binary's library: starting the services, all in one process (`up`) or one alone
+//! (`serve`).
+//!
+//! Both modes build each service the same way (its crate's `app`); they differ only in the
+//! configuration they hand it. `up` binds every listener first, so that each service knows
+//! its peers' real addresses even when the ports are ephemeral (tests use port 0).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use oba_kit::auth::ensure_dev_keypair;
+use oba_kit::config::{ConfigError, Env, Setting};
+use oba_kit::db::DbConfig;
+use oba_kit::server::{self, ServiceApp};
+use oba_kit::shutdown::CancellationToken;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// The services this binary can run, in start-up order (peers before the edge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Service {
+    UserService,
+    PostService,
+    BlogAggregator,
+}
+
+impl Service {
+    pub const ALL: [Service; 3] = [Self::UserService, Self::PostService, Self::BlogAggregator];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::UserService => user_service::NAME,
+            Self::PostService => post_service::NAME,
+            Self::BlogAggregator => blog_aggregator::NAME,
+        }
+    }
+
+    /// Reads the service's configuration from `env` and builds it.
+    pub async fn app(self, env: &mut Env) -> Result<ServiceApp, ConfigError> {
+        match self {
+            Self::UserService => {
+                let config = user_service::Config::from_env(env);
+                env.finish()?;
+                user_service::app(&config).await
+            }
+            Self::PostService => {
+                let config = post_service::Config::from_env(env);
+                env.finish()?;
+                post_service::app(&config).await
+            }
+            Self::BlogAggregator => {
+                let config = blog_aggregator::Config::from_env(env);
+                env.finish()?;
+                blog_aggregator::app(&config).await
+            }
+        }
+    }
+
+    /// The offset of this service's port from `OBA_BASE_PORT` in `up`.
+    fn port_offset(self) -> u16 {
+        match self {
+            Self::BlogAggregator => 0,
+            Self::UserService => 1,
+            Self::PostService => 2,
+        }
+    }
+
+    /// The variable that tells the edge where this peer is.
+    fn url_key(self) -> Option<&'static str> {
+        match self {
+            Self::UserService => Some("OBA_USER_SERVICE_URL"),
+            Self::PostService => Some("OBA_POST_SERVICE_URL"),
+            Self::BlogAggregator => None,
+        }
+    }
+
+    /// The embedded database file of this service in `up`, if it has one.
+    fn database_file(self) -> Option<&'static str> {
+        match self {
+            Self::UserService => Some("user.db"),
+            Self::PostService => Some("post.db"),
+            Self::BlogAggregator => None,
+        }
+    }
+}
+
+/// Why the system could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Settings of `oba up`.
+#[derive(Debug, Clone)]
+pub struct UpConfig {
+    pub data_dir: Setting<PathBuf>,
+    pub host: Setting<IpAddr>,
+    /// The edge listens here, the other services on the ports after it; 0 makes every
+    /// port ephemeral.
+    pub base_port: Setting<u16>,
+    pub token_ttl_secs: u64,
+    /// Variables passed through to every service (e.g. `OBA_TOKEN_*`).
+    pub env: Env,
+}
+
+impl UpConfig {
+    pub fn from_env(mut env: Env) -> Result<Self, ConfigError> {
+        let config = Self {
+            data_dir: env.parsed("OBA_DATA_DIR", PathBuf::from("data")),
+            host: env.parsed("OBA_HOST", IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            base_port: env.parsed("OBA_BASE_PORT", 8080),
+            token_ttl_secs: env.parsed("OBA_TOKEN_TTL_SECS", 86_400).value,
+            env: env.clone(),
+        };
+        env.finish()?;
+        Ok(config)
+    }
+}
+
+/// A running set of services in this process.
+pub struct System {
+    addrs: BTreeMap<Service, SocketAddr>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<(Service, std::io::Result<()>)>,
+}
+
+impl System {
+    /// Starts every service; returns once all listen.
+    pub async fn up(config: UpConfig, shutdown: CancellationToken) -> Result<Self, StartError> {
+        let data_dir = &config.data_dir;
+        std::fs::create_dir_all(&data_dir.value).map_err(|e| {
+            data_dir.problem(format!("cannot create {}: {e}", data_dir.value.display()))
+        })?;
+
+        let mut listeners = BTreeMap::new();
+        for service in Service::ALL {
+            let port = match config.base_port.value {
+                0 => 0,
+                base => base.checked_add(service.port_offset()).ok_or_else(|| {
+                    config
+                        .base_port
+                        .problem("leaves no room for the services after it")
+                })?,
+            };
+            let addr = SocketAddr::new(config.host.value, port);
+            let listener = TcpListener::bind(addr).await.map_err(|e| {
+                config.base_port.problem(format!(
+                    "cannot listen on {addr} for {}: {e}",
+                    service.name()
+                ))
+            })?;
+            listeners.insert(service, listener);
+        }
+        let addrs: BTreeMap<Service, SocketAddr> = listeners
+            .iter()
+            .map(|(s, l)| Ok((*s, l.local_addr()?)))
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| StartError::Io(e.to_string()))?;
+
+        let env = up_env(&config, &addrs)?;
+        let mut apps = Vec::new();
+        for service in Service::ALL {
+            let mut env = env.clone();
+            if let Some(file) = service.database_file() {
+                let db = DbConfig::sqlite_file(&data_dir.key, &data_dir.value.join(file));
+                env.default_to("OBA_DATABASE_URL", db.url.value);
+            }
+            apps.push((service, service.app(&mut env).await?));
+        }
+
+        let mut tasks = JoinSet::new();
+        for (service, app) in apps {
+            let listener = listeners
+                .remove(&service)
+                .ok_or_else(|| StartError::Io(format!("no listener for {}", service.name())))?;
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move { (service, server::serve(app, listener, shutdown).await) });
+        }
+        Ok(Self {
+            addrs,
+            shutdown,
+            tasks,
+        })
+    }
+
+    pub fn addr(&self, service: Service) -> Option<SocketAddr> {
+        self.addrs.get(&service).copied()
+    }
+
+    /// Base URL of the edge, e.g. `http://127.0.0.1:8080`.
+    pub fn edge_url(&self) -> String {
+        self.addr(Service::BlogAggregator)
+            .map(|a| format!("http://{a}"))
+            .unwrap_or_default()
+    }
+
+    /// Runs until shutdown is requested or a service fails; a failure stops the others.
+    pub async fn wait(mut self) -> Result<(), StartError> {
+        let mut first_error = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            let failure = match joined {
+                Ok((_, Ok(()))) => None,
+                Ok((service, Err(e))) => Some(format!("{} failed: {e}", service.name())),
+                Err(e) => Some(format!("a service task failed: {e}")),
+            };
+            if let Some(failure) = failure {
+                tracing::error!("{failure}");
+                self.shutdown.cancel();
+                first_error.get_or_insert(StartError::Io(failure));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Stops every service, draining in-flight requests, and waits for them.
+    pub async fn stop(self) -> Result<(), StartError> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}
+
+/// The variables every service gets in `up`: peer URLs, token keys, defaults.
+fn up_env(config: &UpConfig, addrs: &BTreeMap<Service, SocketAddr>) -> Result<Env, StartError> {
+    let mut env = config.env.clone();
+    for (service, addr) in addrs {
+        if let Some(key) = service.url_key() {
+            env.default_to(key, format!("http://{addr}"));
+        }
+    }
+    let private = env.get("OBA_TOKEN_PRIVATE_KEY_FILE").is_some();
+    let public = env.get("OBA_TOKEN_PUBLIC_KEY_FILE").is_some();
+    if !(private && public) {
+        let (files, created) = ensure_dev_keypair(&config.data_dir.value).map_err(|e| {
+            config
+                .data_dir
+                .problem(format!("cannot create the dev token key pair: {e}"))
+        })?;
+        if created {
+            tracing::warn!(
+                dir = %config.data_dir.value.display(),
+                "generated a dev token key pair; set OBA_TOKEN_PRIVATE_KEY_FILE and \
+                 OBA_TOKEN_PUBLIC_KEY_FILE to use your own"
+            );
+        }
+        env.default_to(
+            "OBA_TOKEN_PRIVATE_KEY_FILE",
+            files.private_key.display().to_string(),
+        );
+        env.default_to(
+            "OBA_TOKEN_PUBLIC_KEY_FILE",
+            files.public_key.display().to_string(),
+        );
+    }
+    env.default_to("OBA_TOKEN_TTL_SECS", config.token_ttl_secs.to_string());
+    Ok(env)
+}
+
+/// Runs one service on `OBA_LISTEN_ADDR` until shutdown.
+pub async fn serve(
+    service: Service,
+    mut env: Env,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    let listen: Setting<SocketAddr> =
+        env.parsed("OBA_LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)));
+    let app = service.app(&mut env).await?;
+    let listener = TcpListener::bind(listen.value)
+        .await
+        .map_err(|e| listen.problem(format!("cannot listen on {}: {e}", listen.value)))?;
+    server::serve(app, listener, shutdown)
+        .await
+        .map_err(|e| StartError::Io(format!("{} failed: {e}", service.name())))
+}
+
+/// How long `oba up` waits for in-flight requests after a signal before giving up.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

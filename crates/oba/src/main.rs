@@ -1,0 +1,66 @@
+//! `oba`: run the whole platform in one process (`oba up`, the default) or one service
+//! (`oba serve <service>`). Configuration comes from `OBA_*` variables and `./.env`.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use oba::{Service, StartError, System, UpConfig};
+use oba_kit::config::Env;
+use oba_kit::shutdown::{CancellationToken, cancel_on_signal};
+
+#[derive(Parser)]
+#[command(version, about = "oba, the overengineered blog app")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every service in this process on loopback ports, with embedded storage (default).
+    Up,
+    /// One service, configured from the environment (containers, separate processes).
+    Serve {
+        #[arg(value_enum)]
+        service: Service,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    oba_kit::telemetry::init();
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone());
+    let result = match cli.command.unwrap_or(Command::Up) {
+        Command::Up => up(shutdown).await,
+        Command::Serve { service } => oba::serve(service, Env::from_process(), shutdown).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn up(shutdown: CancellationToken) -> Result<(), StartError> {
+    let started = Instant::now();
+    let config = UpConfig::from_env(Env::from_process())?;
+    let system = System::up(config, shutdown.clone()).await?;
+    let url = system.edge_url();
+    println!(
+        "oba is up in {} ms\n  GraphQL:  {url}/graphql\n  GraphiQL: {url}/graphiql\nPress Ctrl-C to stop.",
+        started.elapsed().as_millis()
+    );
+    let drain = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(oba::DRAIN_TIMEOUT).await;
+    };
+    tokio::select! {
+        result = system.wait() => result,
+        () = drain => Err(StartError::Io("in-flight requests did not finish in time".into())),
+    }
+}

@@ -1,0 +1,46 @@
+//! gRPC contracts of oba, generated at build time from the `.proto` files in `/proto`.
+//!
+//! Module paths follow the proto packages: `oba.post.v1` is [`post::v1`].
+
+pub mod user {
+    pub mod v1 {
+        tonic::include_proto!("oba.user.v1");
+    }
+}
+
+pub mod post {
+    pub mod v1 {
+        tonic::include_proto!("oba.post.v1");
+    }
+}
+
+/// Conversions between protobuf timestamps and `chrono` times.
+pub mod time {
+    use chrono::{DateTime, Utc};
+    use prost_types::Timestamp;
+
+    pub fn timestamp(at: DateTime<Utc>) -> Timestamp {
+        Timestamp {
+            seconds: at.timestamp(),
+            nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+        }
+    }
+
+    /// The time of `ts`; a missing or out-of-range timestamp reads as the Unix epoch.
+    pub fn datetime(ts: Option<&Timestamp>) -> DateTime<Utc> {
+        ts.and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+            .unwrap_or_default()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn round_trip_keeps_microseconds() {
+            let at = DateTime::from_timestamp(1_790_000_000, 123_456_000).expect("valid");
+            assert_eq!(datetime(Some(&timestamp(at))), at);
+            assert_eq!(datetime(None), DateTime::<Utc>::default());
+        }
+    }
+}

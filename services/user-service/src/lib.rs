@@ -1,0 +1,50 @@
+//! user-service: accounts, credentials, roles and profiles. The only service that signs tokens.
+//!
+//! Shape shared by every service crate: `domain` (pure rules), `storage` (its own database
+//! through SeaORM), `grpc` (the adapter), and [`app`] wiring them into a
+//! [`ServiceApp`](oba_kit::server::ServiceApp).
+
+pub mod domain;
+pub mod grpc;
+pub mod storage;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use oba_kit::auth::TokenSigner;
+use oba_kit::config::{ConfigError, Env, Setting};
+use oba_kit::db::{self, DbConfig};
+use oba_kit::server::ServiceApp;
+use oba_proto::user::v1::user_service_server::UserServiceServer;
+
+pub const NAME: &str = "user-service";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database: DbConfig,
+    /// Ed25519 private key (PKCS#8 PEM) that signs tokens.
+    pub token_private_key: Setting<PathBuf>,
+    pub token_ttl: Duration,
+}
+
+impl Config {
+    pub fn from_env(env: &mut Env) -> Self {
+        Self {
+            database: DbConfig::from_env(env),
+            token_private_key: env
+                .required("OBA_TOKEN_PRIVATE_KEY_FILE")
+                .map(PathBuf::from),
+            token_ttl: Duration::from_secs(env.parsed("OBA_TOKEN_TTL_SECS", 86_400).value),
+        }
+    }
+}
+
+/// Loads the signing key, connects and migrates the database, and builds the service.
+pub async fn app(config: &Config) -> Result<ServiceApp, ConfigError> {
+    let signer = TokenSigner::from_pem_file(&config.token_private_key, config.token_ttl)?;
+    let db = db::connect_and_migrate::<storage::migration::Migrator>(&config.database).await?;
+    let service = grpc::UserGrpc::new(storage::UserStore::new(db.clone()), signer);
+    Ok(ServiceApp::new(NAME)
+        .grpc(UserServiceServer::new(service))
+        .readiness(db::readiness(db)))
+}
