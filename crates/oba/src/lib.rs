@@ -16,7 +16,7 @@ use oba_kit::db::DbConfig;
 use oba_kit::server::{self, ServiceApp};
 use oba_kit::shutdown::CancellationToken;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
+use tokio::task::JoinHandle;
 
 /// The services this binary can run, in start-up order (peers before the edge).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
@@ -123,10 +123,21 @@ impl UpConfig {
 }
 
 /// A running set of services in this process.
+///
+/// Shutdown runs in reverse start order: the edge drains first, while the services behind
+/// it still answer its in-flight requests; then each internal service drains in turn.
 pub struct System {
     addrs: BTreeMap<Service, SocketAddr>,
     shutdown: CancellationToken,
-    tasks: JoinSet<(Service, std::io::Result<()>)>,
+    /// Cancelled when any service ends on its own, which takes the others down.
+    failed: CancellationToken,
+    running: Vec<Running>,
+}
+
+struct Running {
+    service: Service,
+    stop: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
 }
 
 impl System {
@@ -173,18 +184,30 @@ impl System {
             apps.push((service, service.app(&mut env).await?));
         }
 
-        let mut tasks = JoinSet::new();
+        let failed = CancellationToken::new();
+        let mut running = Vec::new();
         for (service, app) in apps {
             let listener = listeners
                 .remove(&service)
                 .ok_or_else(|| StartError::Io(format!("no listener for {}", service.name())))?;
-            let shutdown = shutdown.clone();
-            tasks.spawn(async move { (service, server::serve(app, listener, shutdown).await) });
+            let stop = CancellationToken::new();
+            let (serve_stop, failed) = (stop.clone(), failed.clone());
+            let task = tokio::spawn(async move {
+                let result = server::serve(app, listener, serve_stop).await;
+                failed.cancel();
+                result
+            });
+            running.push(Running {
+                service,
+                stop,
+                task,
+            });
         }
         Ok(Self {
             addrs,
             shutdown,
-            tasks,
+            failed,
+            running,
         })
     }
 
@@ -199,18 +222,22 @@ impl System {
             .unwrap_or_default()
     }
 
-    /// Runs until shutdown is requested or a service fails; a failure stops the others.
-    pub async fn wait(mut self) -> Result<(), StartError> {
+    /// Runs until shutdown is requested or a service ends, then stops them all in order.
+    pub async fn wait(self) -> Result<(), StartError> {
+        tokio::select! {
+            () = self.shutdown.cancelled() => {}
+            () = self.failed.cancelled() => {}
+        }
         let mut first_error = None;
-        while let Some(joined) = self.tasks.join_next().await {
-            let failure = match joined {
-                Ok((_, Ok(()))) => None,
-                Ok((service, Err(e))) => Some(format!("{} failed: {e}", service.name())),
-                Err(e) => Some(format!("a service task failed: {e}")),
+        for running in self.running.into_iter().rev() {
+            running.stop.cancel();
+            let failure = match running.task.await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(format!("{} failed: {e}", running.service.name())),
+                Err(e) => Some(format!("{} task failed: {e}", running.service.name())),
             };
             if let Some(failure) = failure {
                 tracing::error!("{failure}");
-                self.shutdown.cancel();
                 first_error.get_or_insert(StartError::Io(failure));
             }
         }
