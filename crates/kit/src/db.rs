@@ -84,3 +84,77 @@ pub fn unique_violation(err: &sea_orm::DbErr) -> Option<String> {
         _ => None,
     }
 }
+
+/// Whether `err` means the database cannot be reached right now (as opposed to a bad query):
+/// such errors become UNAVAILABLE and clear up by themselves when the database is back.
+pub fn is_unavailable(err: &sea_orm::DbErr) -> bool {
+    use sea_orm::sqlx::Error as Sqlx;
+    use sea_orm::{DbErr, RuntimeErr};
+    match err {
+        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            match e.as_ref() {
+                Sqlx::Io(_)
+                | Sqlx::Tls(_)
+                | Sqlx::Protocol(_)
+                | Sqlx::PoolTimedOut
+                | Sqlx::PoolClosed
+                | Sqlx::WorkerCrashed => true,
+                // SQLSTATE class 08 is "connection exception", 57P0x "server shutting down".
+                Sqlx::Database(db) => db
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Creates the PostgreSQL database that `config` names if it does not exist yet (what
+/// `oba migrate` does before migrating). A no-op for SQLite, whose `mode=rwc` creates the file.
+pub async fn create_if_missing(config: &DbConfig) -> Result<bool, ConfigError> {
+    use sea_orm::sqlx::postgres::PgConnectOptions;
+    use sea_orm::sqlx::{ConnectOptions as _, Connection as _};
+
+    let url = &config.url;
+    if !url.value.starts_with("postgres") {
+        return Ok(false);
+    }
+    let options: PgConnectOptions = url
+        .value
+        .parse()
+        .map_err(|e| url.problem(format!("not a PostgreSQL URL: {e}")))?;
+    let name = options
+        .get_database()
+        .ok_or_else(|| url.problem("names no database"))?
+        .to_owned();
+    // Identifiers cannot be bound as parameters; allow only plain names.
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(url.problem(format!(
+            "database name {name:?} must be letters, digits and _"
+        )));
+    }
+    let mut admin = options
+        .database("postgres")
+        .connect()
+        .await
+        .map_err(|e| url.problem(format!("cannot connect to the server: {e}")))?;
+    let exists: Option<(i32,)> =
+        sea_orm::sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
+            .bind(&name)
+            .fetch_optional(&mut admin)
+            .await
+            .map_err(|e| url.problem(format!("cannot list databases: {e}")))?;
+    if exists.is_some() {
+        return Ok(false);
+    }
+    sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE \"{name}\""
+    )))
+    .execute(&mut admin)
+    .await
+    .map_err(|e| url.problem(format!("cannot create database {name}: {e}")))?;
+    let _ = admin.close().await;
+    Ok(true)
+}

@@ -111,16 +111,12 @@ impl ServiceError {
 
 impl From<sea_orm::DbErr> for ServiceError {
     fn from(err: sea_orm::DbErr) -> Self {
-        use sea_orm::DbErr;
-        match err {
-            DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => {
-                tracing::warn!(error = %err, "database unavailable");
-                Self::Unavailable("database".into())
-            }
-            other => {
-                tracing::error!(error = %other, "database error");
-                Self::Internal("database".into())
-            }
+        if crate::db::is_unavailable(&err) {
+            tracing::warn!(error = %err, "database unavailable");
+            Self::Unavailable("database".into())
+        } else {
+            tracing::error!(error = %err, "database error");
+            Self::Internal("database".into())
         }
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use oba_kit::auth::ensure_dev_keypair;
 use oba_kit::config::{ConfigError, Env, Setting};
-use oba_kit::db::DbConfig;
+use oba_kit::db::{self, DbConfig};
 use oba_kit::server::{self, ServiceApp};
 use oba_kit::shutdown::CancellationToken;
 use tokio::net::TcpListener;
@@ -56,6 +56,31 @@ impl Service {
                 blog_aggregator::app(&config).await
             }
         }
+    }
+
+    /// Creates the service's database if missing and applies its migrations (`oba migrate`).
+    pub async fn migrate(self, env: &mut Env) -> Result<(), StartError> {
+        let config = DbConfig::from_env(env);
+        env.finish()?;
+        if db::create_if_missing(&config).await? {
+            tracing::info!(service = self.name(), "database created");
+        }
+        match self {
+            Self::UserService => {
+                db::connect_and_migrate::<user_service::storage::migration::Migrator>(&config)
+                    .await?
+            }
+            Self::PostService => {
+                db::connect_and_migrate::<post_service::storage::migration::Migrator>(&config)
+                    .await?
+            }
+            Self::BlogAggregator => {
+                return Err(StartError::Io(format!("{} has no database", self.name())));
+            }
+        }
+        .close()
+        .await
+        .map_err(|e| StartError::Io(format!("closing the database: {e}")))
     }
 
     /// The offset of this service's port from `OBA_BASE_PORT` in `up`.
@@ -299,6 +324,11 @@ pub async fn serve(
     let listener = TcpListener::bind(listen.value)
         .await
         .map_err(|e| listen.problem(format!("cannot listen on {}: {e}", listen.value)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Io(e.to_string()))?;
+    // On stdout, so that whatever started the process (a test harness) learns the port.
+    println!("{} listening on http://{addr}", service.name());
     server::serve(app, listener, shutdown)
         .await
         .map_err(|e| StartError::Io(format!("{} failed: {e}", service.name())))

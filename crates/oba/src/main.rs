@@ -25,6 +25,11 @@ enum Command {
         #[arg(value_enum)]
         service: Service,
     },
+    /// Create a service's database if missing and apply its migrations, then exit.
+    Migrate {
+        #[arg(value_enum)]
+        service: Service,
+    },
 }
 
 #[tokio::main]
@@ -36,6 +41,7 @@ async fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Up) {
         Command::Up => up(shutdown).await,
         Command::Serve { service } => oba::serve(service, Env::from_process(), shutdown).await,
+        Command::Migrate { service } => service.migrate(&mut Env::from_process()).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,23 @@
-//! The GraphQL API end to end: a real system on loopback ports, driven over HTTP.
+//! The GraphQL API end to end: a real system driven over HTTP, once embedded (`oba up`) and
+//! once in production mode (separate processes on PostgreSQL).
 
 mod support;
+
+scenarios!(
+    register_login_post_and_read_it_back_with_its_author,
+    wrong_password_and_unknown_user_are_unauthenticated,
+    duplicate_username_or_email_is_refused_and_writes_nothing,
+    invalid_registration_fields_are_bad_user_input,
+    empty_title_is_bad_user_input_and_writes_nothing,
+    create_post_without_or_with_a_bad_token_is_unauthenticated_and_writes_nothing,
+    expired_token_is_unauthenticated,
+    unknown_slug_is_not_found,
+    posts_with_the_same_title_get_different_slugs,
+    pagination_returns_every_post_once_newest_first,
+    out_of_range_page_size_and_bad_cursor_are_bad_user_input,
+    data_survives_a_restart,
+    malformed_requests_get_clear_errors_not_500s,
+);
 
 use serde_json::json;
 use support::{TestSystem, error_code};
@@ -9,9 +26,7 @@ const ME: &str = "{ me { id username email role } }";
 const POST: &str =
     "query($s: String!) { post(slug: $s) { slug title body tags author { id username } } }";
 
-#[tokio::test]
-async fn register_login_post_and_read_it_back_with_its_author() {
-    let app = TestSystem::start().await;
+async fn register_login_post_and_read_it_back_with_its_author(app: TestSystem) {
     let (_, alice_id) = app.register("alice").await;
 
     let login = app
@@ -55,9 +70,7 @@ async fn register_login_post_and_read_it_back_with_its_author() {
     assert_eq!(one["post"]["author"]["username"], "alice");
 }
 
-#[tokio::test]
-async fn wrong_password_and_unknown_user_are_unauthenticated() {
-    let app = TestSystem::start().await;
+async fn wrong_password_and_unknown_user_are_unauthenticated(app: TestSystem) {
     app.register("bob").await;
     let login =
         "mutation($e: String!, $p: String!) { login(input: {email: $e, password: $p}) { token } }";
@@ -87,9 +100,7 @@ async fn wrong_password_and_unknown_user_are_unauthenticated() {
     );
 }
 
-#[tokio::test]
-async fn duplicate_username_or_email_is_refused_and_writes_nothing() {
-    let app = TestSystem::start().await;
+async fn duplicate_username_or_email_is_refused_and_writes_nothing(app: TestSystem) {
     app.register("carol").await;
     let register = "mutation($u: String!, $e: String!) {
         register(input: {username: $u, email: $e, password: \"another-password\"}) { token }
@@ -123,9 +134,7 @@ async fn duplicate_username_or_email_is_refused_and_writes_nothing() {
     }
 }
 
-#[tokio::test]
-async fn invalid_registration_fields_are_bad_user_input() {
-    let app = TestSystem::start().await;
+async fn invalid_registration_fields_are_bad_user_input(app: TestSystem) {
     let register = "mutation($u: String!, $e: String!, $p: String!) {
         register(input: {username: $u, email: $e, password: $p}) { token }
     }";
@@ -143,9 +152,7 @@ async fn invalid_registration_fields_are_bad_user_input() {
     }
 }
 
-#[tokio::test]
-async fn empty_title_is_bad_user_input_and_writes_nothing() {
-    let app = TestSystem::start().await;
+async fn empty_title_is_bad_user_input_and_writes_nothing(app: TestSystem) {
     let (token, _) = app.register("erin").await;
     let body = app
         .gql(
@@ -159,9 +166,9 @@ async fn empty_title_is_bad_user_input_and_writes_nothing() {
     assert!(app.all_slugs(100).await.is_empty());
 }
 
-#[tokio::test]
-async fn create_post_without_or_with_a_bad_token_is_unauthenticated_and_writes_nothing() {
-    let app = TestSystem::start().await;
+async fn create_post_without_or_with_a_bad_token_is_unauthenticated_and_writes_nothing(
+    app: TestSystem,
+) {
     let (token, _) = app.register("frank").await;
     let create = "mutation { createPost(input: {title: \"Sneaky\", body: \"text\"}) { slug } }";
 
@@ -181,9 +188,7 @@ async fn create_post_without_or_with_a_bad_token_is_unauthenticated_and_writes_n
     assert!(app.all_slugs(100).await.is_empty());
 }
 
-#[tokio::test]
-async fn expired_token_is_unauthenticated() {
-    let app = TestSystem::start().await;
+async fn expired_token_is_unauthenticated(app: TestSystem) {
     let (token, user_id) = app.register("grace").await;
     assert_eq!(
         app.ok(Some(&token), ME, json!({})).await["me"]["username"],
@@ -211,16 +216,12 @@ async fn expired_token_is_unauthenticated() {
     );
 }
 
-#[tokio::test]
-async fn unknown_slug_is_not_found() {
-    let app = TestSystem::start().await;
+async fn unknown_slug_is_not_found(app: TestSystem) {
     let body = app.gql(None, POST, json!({ "s": "no-such-post" })).await;
     assert_eq!(error_code(&body), "NOT_FOUND");
 }
 
-#[tokio::test]
-async fn posts_with_the_same_title_get_different_slugs() {
-    let app = TestSystem::start().await;
+async fn posts_with_the_same_title_get_different_slugs(app: TestSystem) {
     let (token, _) = app.register("heidi").await;
     let first = app.create_post(&token, "Same Title", &[]).await;
     let second = app.create_post(&token, "Same Title", &[]).await;
@@ -240,9 +241,7 @@ async fn posts_with_the_same_title_get_different_slugs() {
     }
 }
 
-#[tokio::test]
-async fn pagination_returns_every_post_once_newest_first() {
-    let app = TestSystem::start().await;
+async fn pagination_returns_every_post_once_newest_first(app: TestSystem) {
     let (token, _) = app.register("ivan").await;
     let mut created = Vec::new();
     for i in 0..7 {
@@ -257,9 +256,7 @@ async fn pagination_returns_every_post_once_newest_first() {
     }
 }
 
-#[tokio::test]
-async fn out_of_range_page_size_and_bad_cursor_are_bad_user_input() {
-    let app = TestSystem::start().await;
+async fn out_of_range_page_size_and_bad_cursor_are_bad_user_input(app: TestSystem) {
     for (first, after) in [
         (json!(0), json!(null)),
         (json!(101), json!(null)),
@@ -281,16 +278,12 @@ async fn out_of_range_page_size_and_bad_cursor_are_bad_user_input() {
     }
 }
 
-#[tokio::test]
-async fn data_survives_a_restart() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut app = TestSystem::start_in(dir.path()).await;
+async fn data_survives_a_restart(mut app: TestSystem) {
     let (token, _) = app.register("judy").await;
     let post = app.create_post(&token, "Persistent", &["kept"]).await;
-    app.stop().await;
+    app.restart().await;
 
-    let app = TestSystem::start_in(dir.path()).await;
-    // The old token still verifies: the dev key pair was kept, not regenerated.
+    // The old token still verifies: the key pair was kept, not regenerated.
     assert_eq!(
         app.ok(Some(&token), ME, json!({})).await["me"]["username"],
         "judy"
@@ -304,9 +297,7 @@ async fn data_survives_a_restart() {
     assert!(login["errors"].is_null(), "{login}");
 }
 
-#[tokio::test]
-async fn malformed_requests_get_clear_errors_not_500s() {
-    let app = TestSystem::start().await;
+async fn malformed_requests_get_clear_errors_not_500s(app: TestSystem) {
     let url = format!("{}/graphql", app.url);
     let post = |body: &'static str| {
         app.http

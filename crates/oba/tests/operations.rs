@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn every_service_answers_health_readiness_and_metrics() {
     let app = TestSystem::start().await;
     for service in Service::ALL {
-        let base = format!("http://{}", app.system().addr(service).expect("addr"));
+        let base = format!("http://{}", app.addr(service));
         for (path, expected) in [("/healthz", "ok"), ("/readyz", "ready")] {
             let response = app
                 .http
@@ -45,10 +45,7 @@ async fn every_service_answers_health_readiness_and_metrics() {
 async fn grpc_calls_are_counted_and_the_health_protocol_answers() {
     let app = TestSystem::start().await;
     app.register("kim").await;
-    let user_service = format!(
-        "http://{}",
-        app.system().addr(Service::UserService).expect("addr")
-    );
+    let user_service = format!("http://{}", app.addr(Service::UserService));
     let metrics = app
         .http
         .get(format!("{user_service}/metrics"))
@@ -61,10 +58,7 @@ async fn grpc_calls_are_counted_and_the_health_protocol_answers() {
         "{text}"
     );
     // Each service counts only its own calls, even in one process.
-    let post_service = format!(
-        "http://{}",
-        app.system().addr(Service::PostService).expect("addr")
-    );
+    let post_service = format!("http://{}", app.addr(Service::PostService));
     let post_metrics = app
         .http
         .get(format!("{post_service}/metrics"))
@@ -101,7 +95,7 @@ async fn grpc_calls_are_counted_and_the_health_protocol_answers() {
 #[tokio::test]
 async fn an_in_flight_request_completes_during_shutdown() {
     let mut app = TestSystem::start().await;
-    let addr = app.system().addr(Service::BlogAggregator).expect("addr");
+    let addr = app.addr(Service::BlogAggregator);
     let body = json!({ "query": "{ posts { edges { cursor } } }" }).to_string();
     let (head, tail) = body.split_at(body.len() / 2);
 

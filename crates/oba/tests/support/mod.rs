@@ -1,17 +1,30 @@
-//! The test harness: a whole oba system on ephemeral loopback ports with a fresh data
-//! directory, driven through its public HTTP API with a real client.
+//! The test harness: a whole oba system with fresh storage, driven through its public
+//! HTTP API with a real client. Two backends run the same scenarios:
+//! - embedded: `oba up` in this process, SQLite in a temp dir, ephemeral loopback ports;
+//! - production: one `oba serve` process per service on fresh PostgreSQL databases.
 
 #![allow(dead_code)]
 
+pub mod processes;
+pub mod proxy;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use oba::{System, UpConfig};
+use oba::{Service, System, UpConfig};
 use oba_kit::config::Env;
 use oba_kit::shutdown::CancellationToken;
 use serde_json::{Value, json};
 
+use processes::Processes;
+
+enum Backend {
+    Embedded(Option<System>),
+    Production(Processes),
+}
+
 pub struct TestSystem {
-    system: Option<System>,
+    backend: Backend,
     pub url: String,
     pub http: reqwest::Client,
     data_dir: PathBuf,
@@ -20,7 +33,7 @@ pub struct TestSystem {
 }
 
 impl TestSystem {
-    /// A system on a fresh data directory.
+    /// The embedded system on a fresh data directory.
     pub async fn start() -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut system = Self::start_in(tmp.path()).await;
@@ -28,27 +41,66 @@ impl TestSystem {
         system
     }
 
-    /// A system on `data_dir`, keeping whatever is there.
+    /// The embedded system on `data_dir`, keeping whatever is there.
     pub async fn start_in(data_dir: &Path) -> Self {
-        let env = Env::from_pairs([
-            ("OBA_DATA_DIR", data_dir.display().to_string()),
-            ("OBA_BASE_PORT", "0".to_owned()),
-        ]);
-        let config = UpConfig::from_env(env).expect("config");
-        let system = System::up(config, CancellationToken::new())
-            .await
-            .expect("system starts");
+        let system = Self::embedded(data_dir).await;
         Self {
             url: system.edge_url(),
-            system: Some(system),
+            backend: Backend::Embedded(Some(system)),
             http: reqwest::Client::new(),
             data_dir: data_dir.to_owned(),
             _tmp: None,
         }
     }
 
-    pub fn system(&self) -> &System {
-        self.system.as_ref().expect("running")
+    async fn embedded(data_dir: &Path) -> System {
+        let env = Env::from_pairs([
+            ("OBA_DATA_DIR", data_dir.display().to_string()),
+            ("OBA_BASE_PORT", "0".to_owned()),
+        ]);
+        let config = UpConfig::from_env(env).expect("config");
+        System::up(config, CancellationToken::new())
+            .await
+            .expect("system starts")
+    }
+
+    /// Separate `oba serve` processes on fresh PostgreSQL databases (`OBA_TEST_DATABASE_URL`).
+    pub async fn start_production() -> Self {
+        Self::production(false).await
+    }
+
+    /// As [`start_production`], with the database reached through a proxy the test can cut.
+    pub async fn start_production_with_db_proxy() -> Self {
+        Self::production(true).await
+    }
+
+    async fn production(with_db_proxy: bool) -> Self {
+        let admin_url = std::env::var("OBA_TEST_DATABASE_URL")
+            .expect("OBA_TEST_DATABASE_URL must be set for production-mode tests");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let processes = Processes::start(admin_url, tmp.path(), with_db_proxy).await;
+        Self {
+            url: processes.edge_url(),
+            backend: Backend::Production(processes),
+            http: reqwest::Client::new(),
+            data_dir: tmp.path().to_owned(),
+            _tmp: Some(tmp),
+        }
+    }
+
+    pub fn addr(&self, service: Service) -> SocketAddr {
+        match &self.backend {
+            Backend::Embedded(system) => system.as_ref().and_then(|s| s.addr(service)),
+            Backend::Production(processes) => processes.addr(service),
+        }
+        .expect("service address")
+    }
+
+    pub fn processes(&mut self) -> &mut Processes {
+        match &mut self.backend {
+            Backend::Production(processes) => processes,
+            Backend::Embedded(_) => panic!("only production mode has processes"),
+        }
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -57,8 +109,29 @@ impl TestSystem {
 
     /// Stops every service and waits for them to drain.
     pub async fn stop(&mut self) {
-        if let Some(system) = self.system.take() {
-            system.stop().await.expect("clean stop");
+        match &mut self.backend {
+            Backend::Embedded(system) => {
+                if let Some(system) = system.take() {
+                    system.stop().await.expect("clean stop");
+                }
+            }
+            Backend::Production(processes) => processes.stop_all().await,
+        }
+    }
+
+    /// Stops the whole system and starts it again on the same storage.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        match &mut self.backend {
+            Backend::Embedded(system) => {
+                let restarted = Self::embedded(&self.data_dir).await;
+                self.url = restarted.edge_url();
+                *system = Some(restarted);
+            }
+            Backend::Production(processes) => {
+                processes.start_all().await;
+                self.url = processes.edge_url();
+            }
         }
     }
 
@@ -156,4 +229,30 @@ pub fn error_code(body: &Value) -> &str {
     body["errors"][0]["extensions"]["code"]
         .as_str()
         .unwrap_or_else(|| panic!("no error code in {body}"))
+}
+
+/// Declares each scenario `async fn name(app: TestSystem)` as two tests, `embedded::name`
+/// and `production::name`; the latter runs where PostgreSQL is configured and shows as
+/// ignored elsewhere.
+#[macro_export]
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::support::TestSystem::start().await).await;
+                }
+            )*
+        }
+        mod production {
+            $(
+                #[tokio::test]
+                #[cfg_attr(not(oba_test_postgres), ignore = "needs OBA_TEST_DATABASE_URL")]
+                async fn $name() {
+                    super::$name(super::support::TestSystem::start_production().await).await;
+                }
+            )*
+        }
+    };
 }

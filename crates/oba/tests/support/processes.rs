@@ -1,0 +1,248 @@
+//! Production mode for tests: each service in its own `oba serve` process, each with a
+//! fresh PostgreSQL database (created by `oba migrate`, dropped afterwards).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use oba::Service;
+use oba_kit::auth::ensure_dev_keypair;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use super::proxy::TcpProxy;
+
+/// The services with a database, and the suffix of their database names.
+const DATABASES: [(Service, &str); 2] = [
+    (Service::UserService, "user"),
+    (Service::PostService, "post"),
+];
+
+pub struct Processes {
+    children: BTreeMap<Service, Child>,
+    addrs: BTreeMap<Service, SocketAddr>,
+    env: Vec<(String, String)>,
+    database_urls: BTreeMap<Service, String>,
+    admin_url: String,
+    log_dir: PathBuf,
+    /// Between the services and PostgreSQL, to cut the database off in outage tests.
+    pub db_proxy: Option<TcpProxy>,
+}
+
+fn oba_command(args: &[&str], env: &[(String, String)], log: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_oba"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true);
+    command
+}
+
+impl Processes {
+    /// Starts user-service, post-service and the edge as separate processes on PostgreSQL.
+    pub async fn start(admin_url: String, data_dir: &Path, with_db_proxy: bool) -> Self {
+        let (keys, _) = ensure_dev_keypair(data_dir).expect("keys");
+        let run = uuid::Uuid::now_v7().simple().to_string();
+        let tag = format!("oba_t{}", &run[run.len() - 10..]);
+        let server = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(s, _)| s);
+        let db_proxy = if with_db_proxy {
+            let target = server.rsplit_once('@').map_or(server, |(_, h)| h);
+            let target = target
+                .trim_start_matches("postgres://")
+                .trim_start_matches("postgresql://");
+            Some(TcpProxy::start(target.parse().expect("host:port in OBA_TEST_DATABASE_URL")).await)
+        } else {
+            None
+        };
+        let mut processes = Self {
+            children: BTreeMap::new(),
+            addrs: BTreeMap::new(),
+            env: vec![
+                (
+                    "OBA_TOKEN_PRIVATE_KEY_FILE".into(),
+                    keys.private_key.display().to_string(),
+                ),
+                (
+                    "OBA_TOKEN_PUBLIC_KEY_FILE".into(),
+                    keys.public_key.display().to_string(),
+                ),
+                ("OBA_DATABASE_CONNECT_TIMEOUT_SECS".into(), "2".into()),
+            ],
+            database_urls: BTreeMap::new(),
+            admin_url: admin_url.clone(),
+            log_dir: data_dir.to_owned(),
+            db_proxy,
+        };
+        for (service, suffix) in DATABASES {
+            let name = format!("{tag}_{suffix}");
+            let direct = format!("{server}/{name}");
+            processes
+                .run_to_end(
+                    &["migrate", service.name()],
+                    &[("OBA_DATABASE_URL", &direct)],
+                )
+                .await;
+            let url = match &processes.db_proxy {
+                Some(proxy) => {
+                    direct.replacen(&proxy.target.to_string(), &proxy.addr.to_string(), 1)
+                }
+                None => direct,
+            };
+            processes.database_urls.insert(service, url);
+        }
+        for service in Service::ALL {
+            processes.spawn(service, None).await;
+        }
+        processes
+    }
+
+    async fn run_to_end(&self, args: &[&str], extra: &[(&str, &str)]) {
+        let mut env = self.env.clone();
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        let status = oba_command(args, &env, &self.log_dir.join("migrate.log"))
+            .status()
+            .await
+            .expect("oba runs");
+        assert!(
+            status.success(),
+            "oba {args:?} failed; see {}",
+            self.log_dir.display()
+        );
+    }
+
+    /// Starts `service` (on `addr`, or an ephemeral port) and waits until it listens.
+    async fn spawn(&mut self, service: Service, addr: Option<SocketAddr>) {
+        let mut env = self.env.clone();
+        let listen = addr.map_or_else(|| "127.0.0.1:0".to_owned(), |a| a.to_string());
+        env.push(("OBA_LISTEN_ADDR".into(), listen));
+        if let Some(url) = self.database_urls.get(&service) {
+            env.push(("OBA_DATABASE_URL".into(), url.clone()));
+        }
+        for (peer, key) in [
+            (Service::UserService, "OBA_USER_SERVICE_URL"),
+            (Service::PostService, "OBA_POST_SERVICE_URL"),
+        ] {
+            if let Some(addr) = self.addrs.get(&peer) {
+                env.push((key.into(), format!("http://{addr}")));
+            }
+        }
+        let log = self.log_dir.join(format!("{}.log", service.name()));
+        let mut child = oba_command(&["serve", service.name()], &env, &log)
+            .spawn()
+            .expect("spawn oba serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("{} did not start; see {}", service.name(), log.display()))
+            .expect("read stdout")
+            .unwrap_or_else(|| panic!("{} exited; see {}", service.name(), log.display()));
+        let addr: SocketAddr = line
+            .rsplit_once("http://")
+            .and_then(|(_, a)| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        self.addrs.insert(service, addr);
+        self.children.insert(service, child);
+    }
+
+    pub fn addr(&self, service: Service) -> Option<SocketAddr> {
+        self.addrs.get(&service).copied()
+    }
+
+    pub fn edge_url(&self) -> String {
+        format!("http://{}", self.addrs[&Service::BlogAggregator])
+    }
+
+    /// Stops one service with SIGTERM and waits for it to exit; it must exit 0.
+    pub async fn stop_service(&mut self, service: Service) {
+        let Some(mut child) = self.children.remove(&service) else {
+            return;
+        };
+        if let Some(pid) = child.id() {
+            let killed = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+            assert!(killed.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        }
+        let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .expect("service stops within 30 s")
+            .expect("wait");
+        assert!(status.success(), "{} exited with {status}", service.name());
+    }
+
+    /// Starts `service` again on its old address.
+    pub async fn start_service(&mut self, service: Service) {
+        let addr = self.addrs.get(&service).copied();
+        self.spawn(service, addr).await;
+    }
+
+    /// Stops every service, edge first.
+    pub async fn stop_all(&mut self) {
+        for service in Service::ALL.into_iter().rev() {
+            self.stop_service(service).await;
+        }
+    }
+
+    /// Starts every service again on the same databases and addresses.
+    pub async fn start_all(&mut self) {
+        for service in Service::ALL {
+            self.start_service(service).await;
+        }
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in self.children.values_mut() {
+            let _ = child.start_kill();
+        }
+        let names: Vec<String> = self
+            .database_urls
+            .values()
+            .filter_map(|u| u.rsplit_once('/').map(|(_, n)| n.to_owned()))
+            .collect();
+        let admin_url = self.admin_url.clone();
+        // Drop runs inside the test's runtime, which must not block: use a thread of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                use sea_orm::sqlx::Connection;
+                let mut admin = sea_orm::sqlx::PgConnection::connect(&admin_url)
+                    .await
+                    .expect("admin connection");
+                for name in names {
+                    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                    sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(sql))
+                        .execute(&mut admin)
+                        .await
+                        .expect("drop test database");
+                }
+            });
+        });
+        let _ = dropped.join();
+    }
+}
