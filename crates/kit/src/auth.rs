@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::{ConfigError, Setting};
+use crate::error::{ServiceError, parse_id};
 
 /// What a user may do beyond their own resources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +22,49 @@ use crate::config::{ConfigError, Setting};
 pub enum Role {
     User,
     Admin,
+}
+
+/// Who performs a write, as the edge verified it; what the services check ownership against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Actor {
+    pub user_id: Uuid,
+    pub admin: bool,
+}
+
+impl Actor {
+    pub fn from_claims(claims: &Claims) -> Self {
+        Self {
+            user_id: claims.sub,
+            admin: claims.role == Role::Admin,
+        }
+    }
+
+    /// Reads the actor of a request; a write without one is refused.
+    pub fn parse(actor: Option<&oba_proto::common::v1::Actor>) -> Result<Self, ServiceError> {
+        let actor = actor.ok_or_else(|| ServiceError::Unauthenticated("no actor".into()))?;
+        Ok(Self {
+            user_id: parse_id("actor", &actor.user_id)?,
+            admin: actor.admin,
+        })
+    }
+
+    pub fn message(self) -> oba_proto::common::v1::Actor {
+        oba_proto::common::v1::Actor {
+            user_id: self.user_id.to_string(),
+            admin: self.admin,
+        }
+    }
+
+    /// Authors change their own resources; admins change anybody's.
+    pub fn may_change(self, owners: &[Uuid]) -> Result<(), ServiceError> {
+        if self.admin || owners.contains(&self.user_id) {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden(
+                "only the author or an admin may do this".into(),
+            ))
+        }
+    }
 }
 
 /// The claims of an oba token.
@@ -215,6 +259,18 @@ mod tests {
         let (_, created_again) = ensure_dev_keypair(dir.path()).expect("second");
         assert!(created && !created_again);
         assert_eq!(std::fs::read(&first.private_key).expect("read"), before);
+    }
+
+    #[test]
+    fn only_owners_and_admins_may_change() {
+        let (owner, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let actor = |user_id, admin| Actor { user_id, admin };
+        assert!(actor(owner, false).may_change(&[owner]).is_ok());
+        assert!(actor(other, true).may_change(&[owner]).is_ok());
+        let refused = actor(other, false)
+            .may_change(&[owner])
+            .expect_err("not the owner");
+        assert_eq!(refused.code(), crate::ErrorCode::Forbidden);
     }
 
     #[test]

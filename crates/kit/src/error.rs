@@ -150,6 +150,28 @@ fn with_field(mut status: Status, field: &'static str) -> Status {
     status
 }
 
+/// Parses an id sent by a peer; a malformed one is the caller's input error.
+pub fn parse_id(field: &'static str, raw: &str) -> Result<uuid::Uuid, ServiceError> {
+    uuid::Uuid::parse_str(raw).map_err(|_| ServiceError::invalid(field, "is not a valid id"))
+}
+
+/// Parses a list of ids sent by a peer.
+pub fn parse_ids(field: &'static str, raw: &[String]) -> Result<Vec<uuid::Uuid>, ServiceError> {
+    raw.iter().map(|id| parse_id(field, id)).collect()
+}
+
+/// Parses an id that may be empty (an anonymous viewer).
+pub fn parse_optional_id(
+    field: &'static str,
+    raw: &str,
+) -> Result<Option<uuid::Uuid>, ServiceError> {
+    if raw.is_empty() {
+        Ok(None)
+    } else {
+        parse_id(field, raw).map(Some)
+    }
+}
+
 /// The input field a peer's status is about, if it named one.
 pub fn field_of(status: &Status) -> Option<&str> {
     status.metadata().get(FIELD_METADATA)?.to_str().ok()

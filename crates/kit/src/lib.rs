@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod metrics;
+pub mod page;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

@@ -21,6 +21,8 @@ use tonic::server::NamedService;
 use tonic::transport::{Channel, Endpoint};
 use tower::Service;
 
+use oba_proto::common::v1::{self as common, introspection_server::IntrospectionServer};
+
 use crate::config::{ConfigError, Setting};
 use crate::metrics::{Metrics, count_grpc_requests};
 
@@ -95,9 +97,11 @@ impl ServiceApp {
                 .set_service_status(name, tonic_health::ServingStatus::Serving)
                 .await;
         }
+        let introspection = IntrospectionServer::new(Introspection { name: self.name });
         let grpc = self
             .grpc
             .add_service(health_service)
+            .add_service(introspection)
             .into_axum_router()
             .layer(axum::middleware::from_fn_with_state(
                 self.metrics.clone(),
@@ -112,6 +116,24 @@ impl ServiceApp {
                 metrics: self.metrics,
             });
         grpc.merge(self.http).merge(probes)
+    }
+}
+
+/// Answers the edge's question "who are you and which version".
+struct Introspection {
+    name: &'static str,
+}
+
+#[tonic::async_trait]
+impl oba_proto::common::v1::introspection_server::Introspection for Introspection {
+    async fn get_service_info(
+        &self,
+        _: tonic::Request<common::Empty>,
+    ) -> Result<tonic::Response<common::ServiceInfo>, tonic::Status> {
+        Ok(tonic::Response::new(common::ServiceInfo {
+            name: self.name.to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }))
     }
 }
 

@@ -23,16 +23,26 @@ use tokio::task::JoinHandle;
 pub enum Service {
     UserService,
     PostService,
+    CommentService,
+    LikeService,
     BlogAggregator,
 }
 
 impl Service {
-    pub const ALL: [Service; 3] = [Self::UserService, Self::PostService, Self::BlogAggregator];
+    pub const ALL: [Service; 5] = [
+        Self::UserService,
+        Self::PostService,
+        Self::CommentService,
+        Self::LikeService,
+        Self::BlogAggregator,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::UserService => user_service::NAME,
             Self::PostService => post_service::NAME,
+            Self::CommentService => comment_service::NAME,
+            Self::LikeService => like_service::NAME,
             Self::BlogAggregator => blog_aggregator::NAME,
         }
     }
@@ -49,6 +59,16 @@ impl Service {
                 let config = post_service::Config::from_env(env);
                 env.finish()?;
                 post_service::app(&config).await
+            }
+            Self::CommentService => {
+                let config = comment_service::Config::from_env(env);
+                env.finish()?;
+                comment_service::app(&config).await
+            }
+            Self::LikeService => {
+                let config = like_service::Config::from_env(env);
+                env.finish()?;
+                like_service::app(&config).await
             }
             Self::BlogAggregator => {
                 let config = blog_aggregator::Config::from_env(env);
@@ -74,6 +94,14 @@ impl Service {
                 db::connect_and_migrate::<post_service::storage::migration::Migrator>(&config)
                     .await?
             }
+            Self::CommentService => {
+                db::connect_and_migrate::<comment_service::storage::migration::Migrator>(&config)
+                    .await?
+            }
+            Self::LikeService => {
+                db::connect_and_migrate::<like_service::storage::migration::Migrator>(&config)
+                    .await?
+            }
             Self::BlogAggregator => {
                 return Err(StartError::Io(format!("{} has no database", self.name())));
             }
@@ -89,23 +117,29 @@ impl Service {
             Self::BlogAggregator => 0,
             Self::UserService => 1,
             Self::PostService => 2,
+            Self::CommentService => 3,
+            Self::LikeService => 4,
         }
     }
 
     /// The variable that tells the edge where this peer is.
-    fn url_key(self) -> Option<&'static str> {
+    pub fn url_key(self) -> Option<&'static str> {
         match self {
             Self::UserService => Some("OBA_USER_SERVICE_URL"),
             Self::PostService => Some("OBA_POST_SERVICE_URL"),
+            Self::CommentService => Some("OBA_COMMENT_SERVICE_URL"),
+            Self::LikeService => Some("OBA_LIKE_SERVICE_URL"),
             Self::BlogAggregator => None,
         }
     }
 
     /// The embedded database file of this service in `up`, if it has one.
-    fn database_file(self) -> Option<&'static str> {
+    pub fn database_file(self) -> Option<&'static str> {
         match self {
             Self::UserService => Some("user.db"),
             Self::PostService => Some("post.db"),
+            Self::CommentService => Some("comment.db"),
+            Self::LikeService => Some("like.db"),
             Self::BlogAggregator => None,
         }
     }
@@ -119,6 +153,10 @@ pub enum StartError {
     #[error("{0}")]
     Io(String),
 }
+
+/// The admin `oba up` creates when none is configured; documented in the README.
+pub const DEV_ADMIN_EMAIL: &str = "admin@oba.local";
+pub const DEV_ADMIN_PASSWORD: &str = "oba-dev-admin";
 
 /// Settings of `oba up`.
 #[derive(Debug, Clone)]
@@ -309,6 +347,15 @@ fn up_env(config: &UpConfig, addrs: &BTreeMap<Service, SocketAddr>) -> Result<En
         );
     }
     env.default_to("OBA_TOKEN_TTL_SECS", config.token_ttl_secs.to_string());
+    if env.get("OBA_ADMIN_EMAIL").is_none() {
+        tracing::warn!(
+            email = DEV_ADMIN_EMAIL,
+            "using the dev admin account with its documented password; set OBA_ADMIN_EMAIL \
+             and OBA_ADMIN_PASSWORD for anything but local development"
+        );
+        env.default_to("OBA_ADMIN_EMAIL", DEV_ADMIN_EMAIL);
+        env.default_to("OBA_ADMIN_PASSWORD", DEV_ADMIN_PASSWORD);
+    }
     Ok(env)
 }
 

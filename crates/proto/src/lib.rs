@@ -2,6 +2,12 @@
 //!
 //! Module paths follow the proto packages: `oba.post.v1` is [`post::v1`].
 
+pub mod common {
+    pub mod v1 {
+        tonic::include_proto!("oba.common.v1");
+    }
+}
+
 pub mod user {
     pub mod v1 {
         tonic::include_proto!("oba.user.v1");
@@ -11,6 +17,18 @@ pub mod user {
 pub mod post {
     pub mod v1 {
         tonic::include_proto!("oba.post.v1");
+    }
+}
+
+pub mod comment {
+    pub mod v1 {
+        tonic::include_proto!("oba.comment.v1");
+    }
+}
+
+pub mod like {
+    pub mod v1 {
+        tonic::include_proto!("oba.like.v1");
     }
 }
 

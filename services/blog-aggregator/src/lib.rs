@@ -1,9 +1,11 @@
 //! blog-aggregator: the edge. It owns no database; it verifies tokens and composes the
 //! internal services over gRPC into the public GraphQL API.
 //!
-//! Same shape as the other service crates, with `graphql` in place of `storage`: `peers`
-//! (gRPC clients), `viewer` (who is asking), `graphql` (the API), and [`app`].
+//! Same shape as the other service crates, with `compose` in place of `domain` and `storage`:
+//! `peers` (gRPC clients), `viewer` (who is asking), `compose` (the blog assembled from the
+//! services, for one caller), `graphql` (the API over it), and [`app`].
 
+pub mod compose;
 pub mod graphql;
 pub mod peers;
 pub mod viewer;
@@ -24,8 +26,7 @@ pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub user_service_url: Setting<String>,
-    pub post_service_url: Setting<String>,
+    pub peers: peers::PeerUrls,
     /// Ed25519 public key (SPKI PEM) that verifies tokens.
     pub token_public_key: Setting<PathBuf>,
 }
@@ -33,8 +34,12 @@ pub struct Config {
 impl Config {
     pub fn from_env(env: &mut Env) -> Self {
         Self {
-            user_service_url: env.required("OBA_USER_SERVICE_URL"),
-            post_service_url: env.required("OBA_POST_SERVICE_URL"),
+            peers: peers::PeerUrls {
+                user_service: env.required("OBA_USER_SERVICE_URL"),
+                post_service: env.required("OBA_POST_SERVICE_URL"),
+                comment_service: env.required("OBA_COMMENT_SERVICE_URL"),
+                like_service: env.required("OBA_LIKE_SERVICE_URL"),
+            },
             token_public_key: env.required("OBA_TOKEN_PUBLIC_KEY_FILE").map(PathBuf::from),
         }
     }
@@ -42,9 +47,9 @@ impl Config {
 
 pub async fn app(config: &Config) -> Result<ServiceApp, ConfigError> {
     let verifier = TokenVerifier::from_pem_file(&config.token_public_key)?;
-    let peers = peers::Peers::connect(&config.user_service_url, &config.post_service_url)?;
+    let peers = peers::Peers::connect(&config.peers)?;
     let state = graphql::GraphqlState {
-        schema: graphql::schema(peers.clone()),
+        schema: graphql::schema(),
         peers,
         verifier,
     };

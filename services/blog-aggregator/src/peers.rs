@@ -2,25 +2,49 @@
 
 use oba_kit::config::{ConfigError, Setting};
 use oba_kit::server::peer_channel;
+use oba_proto::comment::v1::comment_service_client::CommentServiceClient;
+use oba_proto::like::v1::like_service_client::LikeServiceClient;
 use oba_proto::post::v1::post_service_client::PostServiceClient;
 use oba_proto::user::v1::user_service_client::UserServiceClient;
 use tonic::transport::Channel;
+
+/// Where each peer is.
+#[derive(Debug, Clone)]
+pub struct PeerUrls {
+    pub user_service: Setting<String>,
+    pub post_service: Setting<String>,
+    pub comment_service: Setting<String>,
+    pub like_service: Setting<String>,
+}
 
 /// One shared, lazily connected channel per peer; cloning a client is cheap.
 #[derive(Clone)]
 pub struct Peers {
     pub users: UserServiceClient<Channel>,
     pub posts: PostServiceClient<Channel>,
+    pub comments: CommentServiceClient<Channel>,
+    pub likes: LikeServiceClient<Channel>,
+    /// Every peer by name, for health and version checks.
+    pub channels: Vec<(&'static str, Channel)>,
 }
 
 impl Peers {
-    pub fn connect(
-        user_service: &Setting<String>,
-        post_service: &Setting<String>,
-    ) -> Result<Self, ConfigError> {
+    pub fn connect(urls: &PeerUrls) -> Result<Self, ConfigError> {
+        let users = peer_channel(&urls.user_service)?;
+        let posts = peer_channel(&urls.post_service)?;
+        let comments = peer_channel(&urls.comment_service)?;
+        let likes = peer_channel(&urls.like_service)?;
         Ok(Self {
-            users: UserServiceClient::new(peer_channel(user_service)?),
-            posts: PostServiceClient::new(peer_channel(post_service)?),
+            users: UserServiceClient::new(users.clone()),
+            posts: PostServiceClient::new(posts.clone()),
+            comments: CommentServiceClient::new(comments.clone()),
+            likes: LikeServiceClient::new(likes.clone()),
+            channels: vec![
+                ("user-service", users),
+                ("post-service", posts),
+                ("comment-service", comments),
+                ("like-service", likes),
+            ],
         })
     }
 }

@@ -8,7 +8,6 @@ pub const BODY_MAX: usize = 100_000;
 pub const TAGS_MAX: usize = 10;
 pub const TAG_MAX: usize = 32;
 pub const SLUG_BASE_MAX: usize = 80;
-pub const PAGE_MAX: u32 = 100;
 
 /// A post's content, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +31,43 @@ impl PostContent {
             body: text("body", body, 1, BODY_MAX)?,
             tags: parse_tags(tags)?,
         })
+    }
+}
+
+/// Changes to a post's content; `None` keeps a field.
+#[derive(Debug, Default, Clone)]
+pub struct PostChanges {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub body: Option<String>,
+    pub tags: Option<Vec<String>>,
+}
+
+impl PostContent {
+    /// The content after `changes`, validated like new content.
+    pub fn with_changes(self, changes: PostChanges) -> Result<Self, ServiceError> {
+        Self::parse(
+            changes.title.as_deref().unwrap_or(&self.title),
+            changes.description.as_deref().unwrap_or(&self.description),
+            changes.body.as_deref().unwrap_or(&self.body),
+            changes.tags.as_deref().unwrap_or(&self.tags),
+        )
+    }
+}
+
+/// Which posts a listing includes; `None` means no restriction.
+#[derive(Debug, Default, Clone)]
+pub struct PostFilter {
+    pub tag: Option<String>,
+    pub author_ids: Option<Vec<uuid::Uuid>>,
+    pub post_ids: Option<Vec<uuid::Uuid>>,
+}
+
+impl PostFilter {
+    /// An empty id set can match nothing: no need to ask the database.
+    pub fn matches_nothing(&self) -> bool {
+        self.author_ids.as_ref().is_some_and(Vec::is_empty)
+            || self.post_ids.as_ref().is_some_and(Vec::is_empty)
     }
 }
 
@@ -100,17 +136,6 @@ pub fn slug_with_suffix(base: &str, suffix: &str) -> String {
     format!("{base}-{suffix}")
 }
 
-/// Page size asked for, bounded to 1..=PAGE_MAX.
-pub fn page_size(first: u32) -> Result<u64, ServiceError> {
-    if first == 0 || first > PAGE_MAX {
-        return Err(ServiceError::invalid(
-            "first",
-            format!("must be between 1 and {PAGE_MAX}"),
-        ));
-    }
-    Ok(u64::from(first))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,9 +198,32 @@ mod tests {
     }
 
     #[test]
-    fn page_size_is_bounded() {
-        assert!(page_size(0).is_err());
-        assert!(page_size(PAGE_MAX + 1).is_err());
-        assert_eq!(page_size(20).expect("valid"), 20);
+    fn changes_keep_what_they_do_not_mention() {
+        let content = PostContent::parse("Title", "desc", "body", &tags(&["a"])).expect("valid");
+        let changed = content
+            .clone()
+            .with_changes(PostChanges {
+                body: Some("new body".into()),
+                ..PostChanges::default()
+            })
+            .expect("valid");
+        assert_eq!(changed.title, "Title");
+        assert_eq!(changed.body, "new body");
+        assert_eq!(changed.tags, tags(&["a"]));
+        let blanked = content.with_changes(PostChanges {
+            title: Some(" ".into()),
+            ..PostChanges::default()
+        });
+        assert!(blanked.is_err(), "changes are validated like new posts");
+    }
+
+    #[test]
+    fn empty_id_sets_match_nothing() {
+        assert!(!PostFilter::default().matches_nothing());
+        let filter = PostFilter {
+            author_ids: Some(vec![]),
+            ..PostFilter::default()
+        };
+        assert!(filter.matches_nothing());
     }
 }

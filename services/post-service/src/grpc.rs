@@ -1,14 +1,18 @@
 //! The gRPC face of post-service.
 
 use oba_kit::ServiceError;
+use oba_kit::auth::Actor;
+use oba_kit::error::{parse_id, parse_ids};
+use oba_proto::common::v1::Empty;
 use oba_proto::post::v1 as pb;
 use oba_proto::time::timestamp;
 use pb::post_service_server::PostService;
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
-use crate::domain::{PostContent, page_size};
-use crate::storage::{Post, PostStore};
+use oba_kit::page::page_size;
+
+use crate::domain::{PostChanges, PostContent, PostFilter};
+use crate::storage::{PageStart, Post, PostStore};
 
 pub struct PostGrpc {
     store: PostStore,
@@ -46,17 +50,55 @@ impl PostService for PostGrpc {
         Ok(Response::new(post_message(post)))
     }
 
+    async fn update_post(
+        &self,
+        request: Request<pb::UpdatePostRequest>,
+    ) -> Result<Response<pb::Post>, Status> {
+        let req = request.into_inner();
+        let actor = Actor::parse(req.actor.as_ref())?;
+        let changes = PostChanges {
+            title: req.title,
+            description: req.description,
+            body: req.body,
+            tags: req.tags.map(|t| t.tags),
+        };
+        let post = self.store.update(actor, &req.slug, changes).await?;
+        Ok(Response::new(post_message(post)))
+    }
+
+    async fn delete_post(
+        &self,
+        request: Request<pb::DeletePostRequest>,
+    ) -> Result<Response<pb::Post>, Status> {
+        let req = request.into_inner();
+        let actor = Actor::parse(req.actor.as_ref())?;
+        let post = self.store.delete(actor, &req.slug).await?;
+        tracing::info!(post_id = %post.row.id, "post deleted");
+        Ok(Response::new(post_message(post)))
+    }
+
     async fn list_posts(
         &self,
         request: Request<pb::ListPostsRequest>,
     ) -> Result<Response<pb::PostPage>, Status> {
         let req = request.into_inner();
         let limit = page_size(req.first)?;
-        let after = match req.after.as_str() {
-            "" => None,
-            cursor => Some(parse_id("after", cursor)?),
+        let start = match req.after.as_str() {
+            "" => PageStart::Offset(u64::from(req.offset)),
+            cursor => PageStart::After(parse_id("after", cursor)?),
         };
-        let page = self.store.list(limit, after).await?;
+        let filter = PostFilter {
+            tag: Some(req.tag).filter(|t| !t.is_empty()),
+            author_ids: req
+                .author_ids
+                .map(|s| parse_ids("author_ids", &s.ids))
+                .transpose()?,
+            post_ids: req
+                .post_ids
+                .map(|s| parse_ids("post_ids", &s.ids))
+                .transpose()?,
+        };
+        let page = self.store.list(&filter, limit, start).await?;
         let end_cursor = page
             .posts
             .last()
@@ -66,12 +108,15 @@ impl PostService for PostGrpc {
             posts: page.posts.into_iter().map(post_message).collect(),
             end_cursor,
             has_next_page: page.has_next_page,
+            total_count: page.total_count,
         }))
     }
-}
 
-fn parse_id(field: &'static str, raw: &str) -> Result<Uuid, ServiceError> {
-    Uuid::parse_str(raw).map_err(|_| ServiceError::invalid(field, "is not a valid id"))
+    async fn list_tags(&self, _: Request<Empty>) -> Result<Response<pb::TagList>, Status> {
+        Ok(Response::new(pb::TagList {
+            tags: self.store.tags().await?,
+        }))
+    }
 }
 
 fn post_message(post: Post) -> pb::Post {

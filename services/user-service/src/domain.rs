@@ -10,6 +10,8 @@ pub const USERNAME_MAX: usize = 32;
 pub const EMAIL_MAX: usize = 254;
 pub const PASSWORD_MIN: usize = 8;
 pub const PASSWORD_MAX: usize = 128;
+pub const BIO_MAX: usize = 1_000;
+pub const IMAGE_URL_MAX: usize = 2_048;
 
 /// 1–32 characters: letters, digits, `_`, `-`, `.`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +112,44 @@ impl Password {
     }
 }
 
+/// A short text about the user, at most 1000 characters; empty clears it.
+pub fn parse_bio(raw: &str) -> Result<String, ServiceError> {
+    let s = raw.trim();
+    if s.chars().count() > BIO_MAX {
+        return Err(ServiceError::invalid(
+            "bio",
+            format!("is too long (maximum is {BIO_MAX} characters)"),
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+/// An absolute `http(s)` URL of at most 2048 characters; empty clears the image.
+pub fn parse_image_url(raw: &str) -> Result<String, ServiceError> {
+    let s = raw.trim();
+    if s.is_empty() {
+        return Ok(String::new());
+    }
+    if s.len() > IMAGE_URL_MAX {
+        return Err(ServiceError::invalid("image", "is too long"));
+    }
+    let host = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or_default());
+    match host {
+        Some(host)
+            if !host.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+        {
+            Ok(s.to_owned())
+        }
+        _ => Err(ServiceError::invalid(
+            "image",
+            "must be an http or https URL",
+        )),
+    }
+}
+
 /// Whether `password` matches the stored PHC string. CPU-heavy: call off the async runtime.
 pub fn password_matches(password: &str, stored_hash: &str) -> bool {
     match PasswordHash::new(stored_hash) {
@@ -154,6 +194,30 @@ mod tests {
         ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn image_must_be_an_http_url() {
+        assert_eq!(
+            parse_image_url(" https://example.com/a.png ").expect("valid"),
+            "https://example.com/a.png"
+        );
+        assert_eq!(parse_image_url("").expect("clears"), "");
+        for bad in [
+            "javascript:alert(1)",
+            "ftp://x.org/a",
+            "https://",
+            "http:// spaced.org",
+            "not a url",
+        ] {
+            assert!(parse_image_url(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn bio_length_is_bounded() {
+        assert!(parse_bio(&"b".repeat(BIO_MAX)).is_ok());
+        assert!(parse_bio(&"b".repeat(BIO_MAX + 1)).is_err());
     }
 
     #[test]

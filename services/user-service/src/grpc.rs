@@ -10,8 +10,13 @@ use pb::user_service_server::UserService;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::domain::{Email, Password, Username, password_matches};
-use crate::storage::{Account, NewAccount, UserStore, role_of};
+use std::collections::HashSet;
+
+use oba_kit::error::{parse_id, parse_ids, parse_optional_id};
+use oba_proto::common::v1::IdSet;
+
+use crate::domain::{Email, Password, Username, parse_bio, parse_image_url, password_matches};
+use crate::storage::{Account, AccountChanges, NewAccount, UserStore, role_of};
 
 pub struct UserGrpc {
     store: UserStore,
@@ -21,6 +26,13 @@ pub struct UserGrpc {
 impl UserGrpc {
     pub fn new(store: UserStore, signer: TokenSigner) -> Self {
         Self { store, signer }
+    }
+
+    async fn account_named(&self, username: &str) -> Result<Account, ServiceError> {
+        self.store
+            .by_username(username)
+            .await?
+            .ok_or(ServiceError::NotFound("profile"))
     }
 
     fn session(&self, account: Account) -> Result<pb::Session, ServiceError> {
@@ -81,7 +93,7 @@ impl UserService for UserGrpc {
         &self,
         request: Request<pb::GetUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        let id = parse_id(&request.into_inner().id)?;
+        let id = parse_id("id", &request.into_inner().id)?;
         let account = self
             .store
             .by_id(id)
@@ -90,29 +102,130 @@ impl UserService for UserGrpc {
         Ok(Response::new(user_message(&account)))
     }
 
+    async fn update_user(
+        &self,
+        request: Request<pb::UpdateUserRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
+        let req = request.into_inner();
+        let id = parse_id("id", &req.id)?;
+        let password_hash = match req.password {
+            Some(raw) => {
+                let password = Password::parse(&raw)?;
+                Some(off_runtime(move || password.hash()).await?)
+            }
+            None => None,
+        };
+        let changes = AccountChanges {
+            username: req.username.as_deref().map(Username::parse).transpose()?,
+            email: req.email.as_deref().map(Email::parse).transpose()?,
+            password_hash,
+            bio: req.bio.as_deref().map(parse_bio).transpose()?,
+            image: req.image.as_deref().map(parse_image_url).transpose()?,
+        };
+        let account = self.store.update(id, changes).await?;
+        Ok(Response::new(self.session(account)?))
+    }
+
     async fn get_profiles(
         &self,
         request: Request<pb::GetProfilesRequest>,
     ) -> Result<Response<pb::GetProfilesResponse>, Status> {
-        let ids = request
-            .into_inner()
-            .ids
+        let req = request.into_inner();
+        let ids = parse_ids("ids", &req.ids)?;
+        let viewer = parse_optional_id("viewer_id", &req.viewer_id)?;
+        let accounts = self.store.by_ids(ids).await?;
+        let followed = match viewer {
+            Some(viewer) => {
+                let ids: Vec<Uuid> = accounts.iter().map(|a| a.id).collect();
+                self.store.followed_among(viewer, &ids).await?
+            }
+            None => HashSet::new(),
+        };
+        let profiles = accounts
             .iter()
-            .map(|id| parse_id(id))
-            .collect::<Result<Vec<_>, _>>()?;
-        let profiles = self
-            .store
-            .by_ids(ids)
-            .await?
-            .iter()
-            .map(profile_message)
+            .map(|a| profile_message(a, followed.contains(&a.id)))
             .collect();
         Ok(Response::new(pb::GetProfilesResponse { profiles }))
     }
+
+    async fn get_profile_by_username(
+        &self,
+        request: Request<pb::GetProfileByUsernameRequest>,
+    ) -> Result<Response<pb::Profile>, Status> {
+        let req = request.into_inner();
+        let viewer = parse_optional_id("viewer_id", &req.viewer_id)?;
+        let account = self.account_named(&req.username).await?;
+        let following = match viewer {
+            Some(viewer) => self
+                .store
+                .followed_among(viewer, &[account.id])
+                .await?
+                .contains(&account.id),
+            None => false,
+        };
+        Ok(Response::new(profile_message(&account, following)))
+    }
+
+    async fn follow(
+        &self,
+        request: Request<pb::FollowRequest>,
+    ) -> Result<Response<pb::Profile>, Status> {
+        let req = request.into_inner();
+        let follower = parse_id("follower_id", &req.follower_id)?;
+        let followee = self.account_named(&req.username).await?;
+        if followee.id == follower {
+            return Err(ServiceError::invalid("username", "you cannot follow yourself").into());
+        }
+        self.store.follow(follower, followee.id).await?;
+        Ok(Response::new(profile_message(&followee, true)))
+    }
+
+    async fn unfollow(
+        &self,
+        request: Request<pb::FollowRequest>,
+    ) -> Result<Response<pb::Profile>, Status> {
+        let req = request.into_inner();
+        let follower = parse_id("follower_id", &req.follower_id)?;
+        let followee = self.account_named(&req.username).await?;
+        self.store.unfollow(follower, followee.id).await?;
+        Ok(Response::new(profile_message(&followee, false)))
+    }
+
+    async fn list_following(
+        &self,
+        request: Request<pb::ListFollowingRequest>,
+    ) -> Result<Response<IdSet>, Status> {
+        let user = parse_id("user_id", &request.into_inner().user_id)?;
+        let ids = self
+            .store
+            .following(user)
+            .await?
+            .iter()
+            .map(Uuid::to_string)
+            .collect();
+        Ok(Response::new(IdSet { ids }))
+    }
 }
 
-fn parse_id(raw: &str) -> Result<Uuid, ServiceError> {
-    Uuid::parse_str(raw).map_err(|_| ServiceError::invalid("id", "is not a valid id"))
+/// Creates the configured admin account, or promotes it if it exists.
+pub async fn bootstrap_admin(
+    store: &UserStore,
+    admin: &crate::AdminAccount,
+) -> Result<(), ServiceError> {
+    let username = Username::parse(&admin.username)?;
+    let email = Email::parse(&admin.email)?;
+    let password = Password::parse(&admin.password)?;
+    let password_hash = off_runtime(move || password.hash()).await?;
+    let account = store
+        .ensure_admin(NewAccount {
+            username,
+            email,
+            password_hash,
+            role: Role::Admin,
+        })
+        .await?;
+    tracing::info!(user_id = %account.id, "admin account ready");
+    Ok(())
 }
 
 /// Runs CPU-heavy work (argon2) on the blocking pool so it never stalls the async runtime.
@@ -149,11 +262,12 @@ fn user_message(a: &Account) -> pb::User {
     }
 }
 
-fn profile_message(a: &Account) -> pb::Profile {
+fn profile_message(a: &Account, following: bool) -> pb::Profile {
     pb::Profile {
         id: a.id.to_string(),
         username: a.username.clone(),
         bio: a.bio.clone(),
         image: a.image.clone(),
+        following,
     }
 }

@@ -25,6 +25,26 @@ pub struct Config {
     /// Ed25519 private key (PKCS#8 PEM) that signs tokens.
     pub token_private_key: Setting<PathBuf>,
     pub token_ttl: Duration,
+    /// The admin account ensured at start-up, if configured.
+    pub admin: Option<AdminAccount>,
+}
+
+/// Credentials of the bootstrap admin (`OBA_ADMIN_USERNAME`, `OBA_ADMIN_EMAIL`,
+/// `OBA_ADMIN_PASSWORD`); a secret, never committed.
+#[derive(Clone)]
+pub struct AdminAccount {
+    pub username: String,
+    pub email: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for AdminAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminAccount")
+            .field("username", &self.username)
+            .field("email", &self.email)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Config {
@@ -35,15 +55,35 @@ impl Config {
                 .required("OBA_TOKEN_PRIVATE_KEY_FILE")
                 .map(PathBuf::from),
             token_ttl: Duration::from_secs(env.parsed("OBA_TOKEN_TTL_SECS", 86_400).value),
+            admin: admin_from_env(env),
         }
     }
+}
+
+fn admin_from_env(env: &mut Env) -> Option<AdminAccount> {
+    let email = env.optional("OBA_ADMIN_EMAIL")?;
+    let password = env.required("OBA_ADMIN_PASSWORD");
+    let username = env
+        .optional("OBA_ADMIN_USERNAME")
+        .map_or_else(|| "admin".to_owned(), |s| s.value);
+    Some(AdminAccount {
+        username,
+        email: email.value,
+        password: password.value,
+    })
 }
 
 /// Loads the signing key, connects and migrates the database, and builds the service.
 pub async fn app(config: &Config) -> Result<ServiceApp, ConfigError> {
     let signer = TokenSigner::from_pem_file(&config.token_private_key, config.token_ttl)?;
     let db = db::connect_and_migrate::<storage::migration::Migrator>(&config.database).await?;
-    let service = grpc::UserGrpc::new(storage::UserStore::new(db.clone()), signer);
+    let store = storage::UserStore::new(db.clone());
+    if let Some(admin) = &config.admin {
+        grpc::bootstrap_admin(&store, admin).await.map_err(|e| {
+            ConfigError::single("OBA_ADMIN_EMAIL", format!("cannot create the admin: {e}"))
+        })?;
+    }
+    let service = grpc::UserGrpc::new(store, signer);
     Ok(ServiceApp::new(NAME)
         .grpc(UserServiceServer::new(service))
         .readiness(db::readiness(db)))

@@ -18,6 +18,10 @@ use serde_json::{Value, json};
 
 use processes::Processes;
 
+/// The admin account every test system is started with.
+pub const ADMIN_EMAIL: &str = "root@example.com";
+pub const ADMIN_PASSWORD: &str = "admin-password";
+
 enum Backend {
     Embedded(Option<System>),
     Production(Processes),
@@ -57,6 +61,8 @@ impl TestSystem {
         let env = Env::from_pairs([
             ("OBA_DATA_DIR", data_dir.display().to_string()),
             ("OBA_BASE_PORT", "0".to_owned()),
+            ("OBA_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
+            ("OBA_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
         ]);
         let config = UpConfig::from_env(env).expect("config");
         System::up(config, CancellationToken::new())
@@ -177,6 +183,19 @@ impl TestSystem {
                 .expect("id")
                 .to_owned(),
         )
+    }
+
+    /// Signs in as the admin; returns the token.
+    pub async fn admin_token(&self) -> String {
+        let data = self
+            .ok(
+                None,
+                "mutation($e: String!, $p: String!) { login(input: {email: $e, password: $p}) { token user { role } } }",
+                json!({ "e": ADMIN_EMAIL, "p": ADMIN_PASSWORD }),
+            )
+            .await;
+        assert_eq!(data["login"]["user"]["role"], "ADMIN");
+        data["login"]["token"].as_str().expect("token").to_owned()
     }
 
     pub async fn create_post(&self, token: &str, title: &str, tags: &[&str]) -> Value {

@@ -82,14 +82,19 @@ impl Processes {
                     keys.public_key.display().to_string(),
                 ),
                 ("OBA_DATABASE_CONNECT_TIMEOUT_SECS".into(), "2".into()),
+                ("OBA_ADMIN_EMAIL".into(), super::ADMIN_EMAIL.into()),
+                ("OBA_ADMIN_PASSWORD".into(), super::ADMIN_PASSWORD.into()),
             ],
             database_urls: BTreeMap::new(),
             admin_url: admin_url.clone(),
             log_dir: data_dir.to_owned(),
             db_proxy,
         };
-        for (service, suffix) in DATABASES {
-            let name = format!("{tag}_{suffix}");
+        for service in Service::ALL
+            .into_iter()
+            .filter(|s| s.database_file().is_some())
+        {
+            let name = format!("{tag}_{}", service.name().replace('-', "_"));
             let direct = format!("{server}/{name}");
             processes
                 .run_to_end(
@@ -137,11 +142,8 @@ impl Processes {
         if let Some(url) = self.database_urls.get(&service) {
             env.push(("OBA_DATABASE_URL".into(), url.clone()));
         }
-        for (peer, key) in [
-            (Service::UserService, "OBA_USER_SERVICE_URL"),
-            (Service::PostService, "OBA_POST_SERVICE_URL"),
-        ] {
-            if let Some(addr) = self.addrs.get(&peer) {
+        for (peer, addr) in &self.addrs {
+            if let Some(key) = peer.url_key() {
                 env.push((key.into(), format!("http://{addr}")));
             }
         }
@@ -155,7 +157,10 @@ impl Processes {
             .await
             .unwrap_or_else(|_| panic!("{} did not start; see {}", service.name(), log.display()))
             .expect("read stdout")
-            .unwrap_or_else(|| panic!("{} exited; see {}", service.name(), log.display()));
+            .unwrap_or_else(|| {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("{} exited:\n{log}", service.name())
+            });
         let addr: SocketAddr = line
             .rsplit_once("http://")
             .and_then(|(_, a)| a.parse().ok())

@@ -1,13 +1,10 @@
 //! The GraphQL API: schema, the HTTP handler that verifies the caller, and GraphiQL.
+//! Resolvers are thin: each calls [`BlogApi`], which holds the rules and the batching.
 
-pub mod error;
-pub mod loaders;
 pub mod types;
 
-use async_graphql::connection::{Connection, Edge};
-use async_graphql::dataloader::DataLoader;
 use async_graphql::http::GraphiQLSource;
-use async_graphql::{Context, EmptySubscription, Object, Schema};
+use async_graphql::{Context, EmptySubscription, ErrorExtensions, ID, Object, Schema};
 use async_graphql_axum::rejection::GraphQLRejection;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::extract::State;
@@ -15,36 +12,67 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use oba_kit::ErrorCode;
 use oba_kit::auth::TokenVerifier;
-use oba_proto::post::v1 as post_pb;
+use oba_kit::page::PAGE_MAX;
 use oba_proto::user::v1 as user_pb;
 
+use crate::compose::{ApiError, ApiResult, BlogApi, PostInput, PostQuery, UserChanges};
 use crate::peers::Peers;
 use crate::viewer::Viewer;
-use error::{OrGraphqlError, coded};
-use loaders::ProfileLoader;
-use types::{AuthPayload, CreatePostInput, LoginInput, Post, RegisterInput, User};
+use types::{
+    AuthPayload, Comment, CreatePostInput, LoginInput, Post, PostConnection, Profile,
+    RegisterInput, ServiceStatus, UpdateMeInput, UpdatePostInput, User, post_connection,
+};
 
 pub type BlogSchema = Schema<Query, Mutation, EmptySubscription>;
 
-/// Largest page a client may ask for.
-pub const PAGE_MAX: i32 = 100;
-const PAGE_DEFAULT: i32 = 20;
+const PAGE_DEFAULT: u32 = 20;
 
-pub fn schema(peers: Peers) -> BlogSchema {
+pub fn schema() -> BlogSchema {
     Schema::build(Query, Mutation, EmptySubscription)
-        .data(peers)
         // Bounds on what one document may cost, so a hostile query cannot exhaust the edge.
         .limit_depth(12)
         .limit_complexity(5_000)
         .finish()
 }
 
-fn peers<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Peers> {
-    ctx.data::<Peers>()
+/// The request's composition context.
+pub(crate) fn api<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a BlogApi> {
+    ctx.data::<BlogApi>()
 }
 
-fn viewer<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Viewer> {
-    ctx.data::<Viewer>()
+/// A GraphQL error with `extensions.code` (and `extensions.field` for input errors).
+pub fn graphql_error(err: ApiError) -> async_graphql::Error {
+    async_graphql::Error::new(err.message.clone()).extend_with(|_, ext| {
+        ext.set("code", err.code.as_str());
+        if let Some(field) = &err.field {
+            ext.set("field", field.as_str());
+        }
+    })
+}
+
+/// `?` on a composed operation inside a resolver.
+pub trait OrGraphqlError<T> {
+    fn gql(self) -> async_graphql::Result<T>;
+}
+
+impl<T> OrGraphqlError<T> for ApiResult<T> {
+    fn gql(self) -> async_graphql::Result<T> {
+        self.map_err(graphql_error)
+    }
+}
+
+/// `first` of a connection: 1 to 100, default 20.
+pub(crate) fn page_size(first: Option<i32>) -> async_graphql::Result<u32> {
+    let first = first.unwrap_or(PAGE_DEFAULT as i32);
+    u32::try_from(first)
+        .ok()
+        .filter(|n| (1..=PAGE_MAX).contains(n))
+        .ok_or_else(|| {
+            graphql_error(ApiError::invalid(
+                "first",
+                format!("must be between 1 and {PAGE_MAX}"),
+            ))
+        })
 }
 
 pub struct Query;
@@ -53,65 +81,83 @@ pub struct Query;
 impl Query {
     /// The signed-in user.
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
-        let claims = viewer(ctx)?.require().gql()?;
-        let user = peers(ctx)?
-            .users
-            .clone()
-            .get_user(user_pb::GetUserRequest {
-                id: claims.sub.to_string(),
-            })
-            .await
-            .gql()?;
-        Ok(user.into_inner().into())
+        Ok(api(ctx)?.me().await.gql()?.into())
+    }
+
+    /// A user's public profile.
+    async fn profile(&self, ctx: &Context<'_>, username: String) -> async_graphql::Result<Profile> {
+        Ok(api(ctx)?.profile(&username).await.gql()?.into())
     }
 
     /// One post by its slug.
     async fn post(&self, ctx: &Context<'_>, slug: String) -> async_graphql::Result<Post> {
-        let post = peers(ctx)?
-            .posts
-            .clone()
-            .get_post(post_pb::GetPostRequest { slug })
-            .await
-            .gql()?;
-        Ok(Post(post.into_inner()))
+        Ok(Post(api(ctx)?.post(&slug).await.gql()?))
     }
 
-    /// Posts, newest first. `first` is 1 to 100 (default 20); `after` is a previous `endCursor`.
+    /// Posts, newest first, optionally only those with `tag`, by `author` or liked by
+    /// `likedBy` (usernames). `first` is 1 to 100 (default 20); `after` is an `endCursor`.
     async fn posts(
         &self,
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> async_graphql::Result<Connection<String, Post>> {
-        let first = first.unwrap_or(PAGE_DEFAULT);
-        let first = u32::try_from(first)
-            .ok()
-            .filter(|n| (1..=PAGE_MAX.unsigned_abs()).contains(n))
-            .ok_or_else(|| {
-                coded(
-                    ErrorCode::BadUserInput,
-                    format!("first must be between 1 and {PAGE_MAX}"),
-                    Some("first"),
-                )
-            })?;
+        tag: Option<String>,
+        author: Option<String>,
+        liked_by: Option<String>,
+    ) -> async_graphql::Result<PostConnection> {
         let has_previous_page = after.is_some();
-        let page = peers(ctx)?
-            .posts
-            .clone()
-            .list_posts(post_pb::ListPostsRequest {
-                first,
-                after: after.unwrap_or_default(),
-            })
+        let query = PostQuery {
+            first: page_size(first)?,
+            after,
+            tag,
+            author,
+            liked_by,
+            ..PostQuery::default()
+        };
+        Ok(post_connection(
+            api(ctx)?.posts(query).await.gql()?,
+            has_previous_page,
+        ))
+    }
+
+    /// Posts by the authors the signed-in user follows, newest first.
+    async fn feed(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<PostConnection> {
+        let has_previous_page = after.is_some();
+        let query = PostQuery {
+            first: page_size(first)?,
+            after,
+            feed: true,
+            ..PostQuery::default()
+        };
+        Ok(post_connection(
+            api(ctx)?.posts(query).await.gql()?,
+            has_previous_page,
+        ))
+    }
+
+    /// Every tag in use, most used first.
+    async fn tags(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<String>> {
+        api(ctx)?.tags().await.gql()
+    }
+
+    /// Health and version of every service, asked concurrently. No sign-in needed.
+    async fn system_status(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ServiceStatus>> {
+        Ok(api(ctx)?
+            .system_status()
             .await
-            .gql()?
-            .into_inner();
-        let mut connection = Connection::new(has_previous_page, page.has_next_page);
-        connection.edges.extend(
-            page.posts
-                .into_iter()
-                .map(|p| Edge::new(p.id.clone(), Post(p))),
-        );
-        Ok(connection)
+            .into_iter()
+            .map(|s| ServiceStatus {
+                healthy: s.status == "SERVING",
+                name: s.name,
+                status: s.status,
+                version: s.version,
+            })
+            .collect())
     }
 }
 
@@ -125,17 +171,11 @@ impl Mutation {
         ctx: &Context<'_>,
         input: RegisterInput,
     ) -> async_graphql::Result<AuthPayload> {
-        let session = peers(ctx)?
-            .users
-            .clone()
-            .register(user_pb::RegisterRequest {
-                username: input.username,
-                email: input.email,
-                password: input.password,
-            })
+        let session = api(ctx)?
+            .register(input.username, input.email, input.password)
             .await
             .gql()?;
-        auth_payload(session.into_inner())
+        auth_payload(session)
     }
 
     /// Signs in with email and password.
@@ -144,16 +184,35 @@ impl Mutation {
         ctx: &Context<'_>,
         input: LoginInput,
     ) -> async_graphql::Result<AuthPayload> {
-        let session = peers(ctx)?
-            .users
-            .clone()
-            .login(user_pb::LoginRequest {
-                email: input.email,
-                password: input.password,
-            })
-            .await
-            .gql()?;
-        auth_payload(session.into_inner())
+        auth_payload(api(ctx)?.login(input.email, input.password).await.gql()?)
+    }
+
+    /// Changes the signed-in user's account; returns a fresh token.
+    async fn update_me(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateMeInput,
+    ) -> async_graphql::Result<AuthPayload> {
+        let changes = UserChanges {
+            username: input.username,
+            email: input.email,
+            password: input.password,
+            bio: input.bio,
+            image: input.image,
+        };
+        auth_payload(api(ctx)?.update_me(changes).await.gql()?)
+    }
+
+    async fn follow(&self, ctx: &Context<'_>, username: String) -> async_graphql::Result<Profile> {
+        Ok(api(ctx)?.follow(&username).await.gql()?.into())
+    }
+
+    async fn unfollow(
+        &self,
+        ctx: &Context<'_>,
+        username: String,
+    ) -> async_graphql::Result<Profile> {
+        Ok(api(ctx)?.unfollow(&username).await.gql()?.into())
     }
 
     /// Publishes a post by the signed-in user.
@@ -162,27 +221,72 @@ impl Mutation {
         ctx: &Context<'_>,
         input: CreatePostInput,
     ) -> async_graphql::Result<Post> {
-        let claims = viewer(ctx)?.require().gql()?;
-        let post = peers(ctx)?
-            .posts
-            .clone()
-            .create_post(post_pb::CreatePostRequest {
-                author_id: claims.sub.to_string(),
-                title: input.title,
-                description: input.description,
-                body: input.body,
-                tags: input.tags,
-            })
-            .await
-            .gql()?;
-        Ok(Post(post.into_inner()))
+        let input = PostInput {
+            title: Some(input.title),
+            description: Some(input.description),
+            body: Some(input.body),
+            tags: Some(input.tags),
+        };
+        Ok(Post(api(ctx)?.create_post(input).await.gql()?))
+    }
+
+    /// Changes a post (its author or an admin).
+    async fn update_post(
+        &self,
+        ctx: &Context<'_>,
+        slug: String,
+        input: UpdatePostInput,
+    ) -> async_graphql::Result<Post> {
+        let changes = PostInput {
+            title: input.title,
+            description: input.description,
+            body: input.body,
+            tags: input.tags,
+        };
+        Ok(Post(api(ctx)?.update_post(&slug, changes).await.gql()?))
+    }
+
+    /// Deletes a post with its comments and likes (its author or an admin).
+    async fn delete_post(&self, ctx: &Context<'_>, slug: String) -> async_graphql::Result<bool> {
+        api(ctx)?.delete_post(&slug).await.gql()?;
+        Ok(true)
+    }
+
+    /// Likes a post; liking twice counts once.
+    async fn like_post(&self, ctx: &Context<'_>, slug: String) -> async_graphql::Result<Post> {
+        Ok(Post(api(ctx)?.like(&slug).await.gql()?))
+    }
+
+    /// Takes a like back; unliking a post not liked changes nothing.
+    async fn unlike_post(&self, ctx: &Context<'_>, slug: String) -> async_graphql::Result<Post> {
+        Ok(Post(api(ctx)?.unlike(&slug).await.gql()?))
+    }
+
+    async fn add_comment(
+        &self,
+        ctx: &Context<'_>,
+        slug: String,
+        body: String,
+    ) -> async_graphql::Result<Comment> {
+        Ok(Comment(api(ctx)?.add_comment(&slug, body).await.gql()?))
+    }
+
+    /// Deletes a comment (its author, the post's author or an admin).
+    async fn delete_comment(
+        &self,
+        ctx: &Context<'_>,
+        slug: String,
+        id: ID,
+    ) -> async_graphql::Result<bool> {
+        api(ctx)?.delete_comment(&slug, &id).await.gql()?;
+        Ok(true)
     }
 }
 
 fn auth_payload(session: user_pb::Session) -> async_graphql::Result<AuthPayload> {
     let user = session
         .user
-        .ok_or_else(|| coded(ErrorCode::Internal, "internal error", None))?;
+        .ok_or_else(|| graphql_error(ApiError::new(ErrorCode::Internal, "internal error")))?;
     Ok(AuthPayload {
         token: session.token,
         user: user.into(),
@@ -197,7 +301,8 @@ pub struct GraphqlState {
     pub verifier: TokenVerifier,
 }
 
-/// `POST /graphql`: verifies the caller, then runs the document with request-scoped loaders.
+/// `POST /graphql`: verifies the caller, then runs the document with a request-scoped
+/// [`BlogApi`].
 pub async fn graphql_handler(
     State(state): State<GraphqlState>,
     headers: HeaderMap,
@@ -227,10 +332,7 @@ pub async fn graphql_handler(
             );
         }
     };
-    let request = request.data(viewer).data(DataLoader::new(
-        ProfileLoader::new(state.peers.clone()),
-        tokio::spawn,
-    ));
+    let request = request.data(BlogApi::new(state.peers.clone(), viewer));
     let mut response = state.schema.execute(request).await;
     // Resolver errors all carry a code; the rest are parse and validation errors.
     for error in &mut response.errors {

@@ -1,15 +1,15 @@
-//! The GraphQL object and input types, named as in the protos: `User`, `Profile`, `Post`.
+//! The GraphQL object and input types, named as in the protos: `User`, `Profile`, `Post`,
+//! `Comment`.
 
-use async_graphql::dataloader::DataLoader;
+use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
-use oba_kit::ErrorCode;
+use oba_proto::comment::v1 as comment_pb;
 use oba_proto::post::v1 as post_pb;
 use oba_proto::time::datetime;
 use oba_proto::user::v1 as user_pb;
 
-use super::error::coded;
-use super::loaders::ProfileLoader;
+use super::{OrGraphqlError, api, page_size};
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -55,6 +55,8 @@ pub struct Profile {
     pub username: String,
     pub bio: Option<String>,
     pub image: Option<String>,
+    /// Whether the signed-in viewer follows this user (false when anonymous).
+    pub following: bool,
 }
 
 impl From<user_pb::Profile> for Profile {
@@ -64,6 +66,7 @@ impl From<user_pb::Profile> for Profile {
             username: p.username,
             bio: non_empty(p.bio),
             image: non_empty(p.image),
+            following: p.following,
         }
     }
 }
@@ -73,6 +76,32 @@ impl From<user_pb::Profile> for Profile {
 pub struct AuthPayload {
     pub token: String,
     pub user: User,
+}
+
+/// Extra fields of a paginated list.
+#[derive(SimpleObject)]
+pub struct ListInfo {
+    /// Every item matching the query, not just this page.
+    pub total_count: u64,
+}
+
+pub type PostConnection = Connection<String, Post, ListInfo>;
+pub type CommentConnection = Connection<String, Comment, ListInfo>;
+
+pub fn post_connection(page: post_pb::PostPage, has_previous_page: bool) -> PostConnection {
+    let mut connection = Connection::with_additional_fields(
+        has_previous_page,
+        page.has_next_page,
+        ListInfo {
+            total_count: page.total_count,
+        },
+    );
+    connection.edges.extend(
+        page.posts
+            .into_iter()
+            .map(|p| Edge::new(p.id.clone(), Post(p))),
+    );
+    connection
 }
 
 pub struct Post(pub post_pb::Post);
@@ -103,15 +132,91 @@ impl Post {
     async fn updated_at(&self) -> DateTime<Utc> {
         datetime(self.0.updated_at.as_ref())
     }
-    /// Resolved from user-service, batched with every other author on the page.
+    /// From user-service, batched with every other author in the response.
     async fn author(&self, ctx: &Context<'_>) -> async_graphql::Result<Profile> {
-        let loader = ctx.data::<DataLoader<ProfileLoader>>()?;
-        loader
-            .load_one(self.0.author_id.clone())
-            .await?
-            .map(Profile::from)
-            .ok_or_else(|| coded(ErrorCode::NotFound, "author not found", None))
+        Ok(api(ctx)?
+            .profile_by_id(&self.0.author_id)
+            .await
+            .gql()?
+            .into())
     }
+    /// From like-service, batched across the response.
+    async fn like_count(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
+        Ok(api(ctx)?.like_summary(&self.0.id).await.gql()?.count)
+    }
+    /// Whether the signed-in viewer likes this post (false when anonymous).
+    async fn liked_by_me(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        Ok(api(ctx)?
+            .like_summary(&self.0.id)
+            .await
+            .gql()?
+            .liked_by_viewer)
+    }
+    /// From comment-service, batched across the response.
+    async fn comment_count(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
+        api(ctx)?.comment_count(&self.0.id).await.gql()
+    }
+    /// Comments, oldest first. `first` is 1 to 100 (default 20).
+    async fn comments(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<CommentConnection> {
+        let has_previous_page = after.is_some();
+        let page = api(ctx)?
+            .comments(&self.0.id, page_size(first)?, after)
+            .await
+            .gql()?;
+        let mut connection = Connection::with_additional_fields(
+            has_previous_page,
+            page.has_next_page,
+            ListInfo {
+                total_count: page.total_count,
+            },
+        );
+        connection.edges.extend(
+            page.comments
+                .into_iter()
+                .map(|c| Edge::new(c.id.to_string(), Comment(c))),
+        );
+        Ok(connection)
+    }
+}
+
+pub struct Comment(pub comment_pb::Comment);
+
+#[Object]
+impl Comment {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn body(&self) -> &str {
+        &self.0.body
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        datetime(self.0.created_at.as_ref())
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        datetime(self.0.updated_at.as_ref())
+    }
+    async fn author(&self, ctx: &Context<'_>) -> async_graphql::Result<Profile> {
+        Ok(api(ctx)?
+            .profile_by_id(&self.0.author_id)
+            .await
+            .gql()?
+            .into())
+    }
+}
+
+/// Health and version of one service.
+#[derive(SimpleObject)]
+pub struct ServiceStatus {
+    pub name: String,
+    /// `SERVING`, `NOT_SERVING`, `UNREACHABLE`, `TIMED_OUT` or `UNKNOWN`.
+    pub status: String,
+    pub healthy: bool,
+    pub version: Option<String>,
 }
 
 #[derive(InputObject)]
@@ -127,6 +232,16 @@ pub struct LoginInput {
     pub password: String,
 }
 
+/// Fields to change; omitted ones stay. An empty `bio` or `image` clears it.
+#[derive(InputObject)]
+pub struct UpdateMeInput {
+    pub username: Option<String>,
+    pub email: Option<String>,
+    pub password: Option<String>,
+    pub bio: Option<String>,
+    pub image: Option<String>,
+}
+
 #[derive(InputObject)]
 pub struct CreatePostInput {
     pub title: String,
@@ -135,6 +250,15 @@ pub struct CreatePostInput {
     pub body: String,
     #[graphql(default)]
     pub tags: Vec<String>,
+}
+
+/// Fields to change; omitted ones stay. `tags`, when given, replaces every tag.
+#[derive(InputObject)]
+pub struct UpdatePostInput {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub body: Option<String>,
+    pub tags: Option<Vec<String>>,
 }
 
 fn non_empty(s: String) -> Option<String> {

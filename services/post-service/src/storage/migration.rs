@@ -32,8 +32,14 @@ enum PostTags {
     Position,
 }
 
-#[derive(DeriveMigrationName)]
 struct CreatePosts;
+
+// Named explicitly: the derive would name every migration after this file.
+impl MigrationName for CreatePosts {
+    fn name(&self) -> &str {
+        "m20261129_000001_create_posts"
+    }
+}
 
 #[async_trait::async_trait]
 impl MigrationTrait for CreatePosts {

@@ -7,7 +7,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateUsers)]
+        vec![Box::new(CreateUsers), Box::new(CreateFollows)]
     }
 }
 
@@ -25,8 +25,14 @@ enum Users {
     UpdatedAt,
 }
 
-#[derive(DeriveMigrationName)]
 struct CreateUsers;
+
+// Named explicitly: the derive would name every migration after this file.
+impl MigrationName for CreateUsers {
+    fn name(&self) -> &str {
+        "m20261129_000001_create_users"
+    }
+}
 
 #[async_trait::async_trait]
 impl MigrationTrait for CreateUsers {
@@ -79,6 +85,81 @@ impl MigrationTrait for CreateUsers {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .drop_table(Table::drop().table(Users::Table).to_owned())
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum Follows {
+    Table,
+    FollowerId,
+    FolloweeId,
+    CreatedAt,
+}
+
+struct CreateFollows;
+
+// Named explicitly: the derive would name every migration after this file.
+impl MigrationName for CreateFollows {
+    fn name(&self) -> &str {
+        "m20261129_000002_create_follows"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateFollows {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Follows::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(Follows::FollowerId).uuid().not_null())
+                    .col(ColumnDef::new(Follows::FolloweeId).uuid().not_null())
+                    .col(
+                        ColumnDef::new(Follows::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    // The pair is the key: following twice is one row.
+                    .primary_key(
+                        Index::create()
+                            .col(Follows::FollowerId)
+                            .col(Follows::FolloweeId),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("follows_follower_id_fkey")
+                            .from(Follows::Table, Follows::FollowerId)
+                            .to(Users::Table, Users::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("follows_followee_id_fkey")
+                            .from(Follows::Table, Follows::FolloweeId)
+                            .to(Users::Table, Users::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        // "Who follows X" (notifications) reads by followee.
+        manager
+            .create_index(
+                Index::create()
+                    .name("follows_followee_id_idx")
+                    .table(Follows::Table)
+                    .col(Follows::FolloweeId)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(Follows::Table).to_owned())
             .await
     }
 }

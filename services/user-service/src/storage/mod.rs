@@ -7,12 +7,27 @@ use chrono::Utc;
 use oba_kit::ServiceError;
 use oba_kit::auth::Role;
 use oba_kit::db::unique_violation;
-use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use std::collections::HashSet;
+
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter,
+};
 use uuid::Uuid;
 
 use crate::domain::{Email, Username};
 pub use entity::Model as Account;
-use entity::{ActiveModel, Column, Entity as Users};
+use entity::{ActiveModel, Column, Entity as Users, follow};
+
+/// Changes to an account, validated; `None` leaves a field as it is.
+#[derive(Default)]
+pub struct AccountChanges {
+    pub username: Option<Username>,
+    pub email: Option<Email>,
+    pub password_hash: Option<String>,
+    pub bio: Option<String>,
+    pub image: Option<String>,
+}
 
 /// A new account, validated and with its password already hashed.
 pub struct NewAccount {
@@ -48,18 +63,115 @@ impl UserStore {
         Users::insert(row)
             .exec_with_returning(&self.db)
             .await
-            .map_err(|e| match unique_violation(&e) {
-                // The constraint message names the column on SQLite and the index on PostgreSQL.
-                Some(m) if m.contains("username") => ServiceError::Conflict {
-                    field: "username",
-                    message: "has already been taken".into(),
-                },
-                Some(m) if m.contains("email") => ServiceError::Conflict {
-                    field: "email",
-                    message: "has already been taken".into(),
-                },
-                _ => e.into(),
-            })
+            .map_err(taken)
+    }
+
+    /// Applies the changes that are present; unique fields still checked by the database.
+    pub async fn update(&self, id: Uuid, changes: AccountChanges) -> Result<Account, ServiceError> {
+        let account = self
+            .by_id(id)
+            .await?
+            .ok_or(ServiceError::NotFound("user"))?;
+        let mut row: ActiveModel = account.into();
+        if let Some(username) = changes.username {
+            row.username = Set(username.as_str().to_owned());
+        }
+        if let Some(email) = changes.email {
+            row.email = Set(email.as_str().to_owned());
+        }
+        if let Some(hash) = changes.password_hash {
+            row.password_hash = Set(hash);
+        }
+        if let Some(bio) = changes.bio {
+            row.bio = Set(bio);
+        }
+        if let Some(image) = changes.image {
+            row.image = Set(image);
+        }
+        row.updated_at = Set(Utc::now());
+        row.update(&self.db).await.map_err(taken)
+    }
+
+    /// Makes the account with `new.email` an admin, creating it if needed.
+    pub async fn ensure_admin(&self, new: NewAccount) -> Result<Account, ServiceError> {
+        match self.by_email(new.email.as_str()).await? {
+            Some(account) if role_of(&account) == Role::Admin => Ok(account),
+            Some(account) => {
+                let mut row: ActiveModel = account.into();
+                row.role = Set(role_name(Role::Admin).to_owned());
+                Ok(row.update(&self.db).await?)
+            }
+            None => {
+                self.insert(NewAccount {
+                    role: Role::Admin,
+                    ..new
+                })
+                .await
+            }
+        }
+    }
+
+    pub async fn by_username(&self, username: &str) -> Result<Option<Account>, ServiceError> {
+        Ok(Users::find()
+            .filter(Column::Username.eq(username))
+            .one(&self.db)
+            .await?)
+    }
+
+    /// Idempotent: a second follow of the same user is no change.
+    pub async fn follow(&self, follower: Uuid, followee: Uuid) -> Result<(), ServiceError> {
+        let row = follow::ActiveModel {
+            follower_id: Set(follower),
+            followee_id: Set(followee),
+            created_at: Set(Utc::now()),
+        };
+        follow::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([follow::Column::FollowerId, follow::Column::FolloweeId])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn unfollow(&self, follower: Uuid, followee: Uuid) -> Result<(), ServiceError> {
+        follow::Entity::delete_many()
+            .filter(follow::Column::FollowerId.eq(follower))
+            .filter(follow::Column::FolloweeId.eq(followee))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Which of `ids` the viewer follows, in one query.
+    pub async fn followed_among(
+        &self,
+        viewer: Uuid,
+        ids: &[Uuid],
+    ) -> Result<HashSet<Uuid>, ServiceError> {
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        Ok(follow::Entity::find()
+            .filter(follow::Column::FollowerId.eq(viewer))
+            .filter(follow::Column::FolloweeId.is_in(ids.iter().copied()))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|f| f.followee_id)
+            .collect())
+    }
+
+    pub async fn following(&self, user: Uuid) -> Result<Vec<Uuid>, ServiceError> {
+        Ok(follow::Entity::find()
+            .filter(follow::Column::FollowerId.eq(user))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|f| f.followee_id)
+            .collect())
     }
 
     pub async fn by_email(&self, email: &str) -> Result<Option<Account>, ServiceError> {
@@ -81,6 +193,20 @@ impl UserStore {
             .filter(Column::Id.is_in(ids))
             .all(&self.db)
             .await?)
+    }
+}
+
+/// A unique column already holds the value: the constraint message names the column on
+/// SQLite and the index (`users_<column>_key`) on PostgreSQL.
+fn taken(err: sea_orm::DbErr) -> ServiceError {
+    let field = match unique_violation(&err) {
+        Some(m) if m.contains("username") => "username",
+        Some(m) if m.contains("email") => "email",
+        _ => return err.into(),
+    };
+    ServiceError::Conflict {
+        field,
+        message: "has already been taken".into(),
     }
 }
 

@@ -1,4 +1,6 @@
-//! The `users` table.
+//! The `users` and `follows` tables.
+
+pub mod follow;
 
 use sea_orm::entity::prelude::*;
 

@@ -1,0 +1,533 @@
+//! API composition: the blog as one caller sees it, assembled from the internal services.
+//!
+//! [`BlogApi`] is created once per request with the caller's [`Viewer`]. The GraphQL and REST
+//! adapters are thin layers over it, so both get the same rules and the same batching:
+//! per-post facts (author, likes, comment count) go through request-scoped loaders, and
+//! independent lookups run concurrently.
+
+pub mod error;
+pub mod loaders;
+
+use std::time::Duration;
+
+use async_graphql::dataloader::DataLoader;
+use futures::future::join_all;
+use oba_kit::ErrorCode;
+use oba_kit::auth::Actor;
+use oba_proto::comment::v1 as comment_pb;
+use oba_proto::common::v1::{Empty, IdSet};
+use oba_proto::like::v1 as like_pb;
+use oba_proto::post::v1 as post_pb;
+use oba_proto::user::v1 as user_pb;
+use tonic::transport::Channel;
+
+use crate::peers::Peers;
+use crate::viewer::Viewer;
+pub use error::{ApiError, ApiResult};
+use loaders::{CommentCountLoader, LikeLoader, ProfileLoader};
+
+/// Which posts to list and which page.
+#[derive(Debug, Default, Clone)]
+pub struct PostQuery {
+    pub first: u32,
+    pub after: Option<String>,
+    pub offset: u32,
+    pub tag: Option<String>,
+    /// Username of the author.
+    pub author: Option<String>,
+    /// Username of a user who liked the posts.
+    pub liked_by: Option<String>,
+    /// Only posts by authors the viewer follows.
+    pub feed: bool,
+}
+
+/// Content of a new post, or changes to one (`None` keeps a field).
+#[derive(Debug, Default, Clone)]
+pub struct PostInput {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub body: Option<String>,
+    pub tags: Option<Vec<String>>,
+}
+
+/// Changes to the caller's own account.
+#[derive(Debug, Default, Clone)]
+pub struct UserChanges {
+    pub username: Option<String>,
+    pub email: Option<String>,
+    pub password: Option<String>,
+    pub bio: Option<String>,
+    pub image: Option<String>,
+}
+
+/// Health and version of one service, as `systemStatus` reports it.
+#[derive(Debug, Clone)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub status: String,
+    pub version: Option<String>,
+}
+
+pub struct BlogApi {
+    peers: Peers,
+    viewer: Viewer,
+    profiles: DataLoader<ProfileLoader>,
+    likes: DataLoader<LikeLoader>,
+    comment_counts: DataLoader<CommentCountLoader>,
+}
+
+impl BlogApi {
+    pub fn new(peers: Peers, viewer: Viewer) -> Self {
+        let viewer_id = match &viewer {
+            Viewer::User(claims) => claims.sub.to_string(),
+            Viewer::Anonymous => String::new(),
+        };
+        Self {
+            profiles: DataLoader::new(
+                ProfileLoader {
+                    peers: peers.clone(),
+                    viewer_id: viewer_id.clone(),
+                },
+                tokio::spawn,
+            ),
+            likes: DataLoader::new(
+                LikeLoader {
+                    peers: peers.clone(),
+                    viewer_id,
+                },
+                tokio::spawn,
+            ),
+            comment_counts: DataLoader::new(
+                CommentCountLoader {
+                    peers: peers.clone(),
+                },
+                tokio::spawn,
+            ),
+            peers,
+            viewer,
+        }
+    }
+
+    pub fn viewer(&self) -> &Viewer {
+        &self.viewer
+    }
+
+    /// The signed-in caller, or UNAUTHENTICATED.
+    fn actor(&self) -> ApiResult<Actor> {
+        Ok(Actor::from_claims(self.viewer.require()?))
+    }
+
+    // ---- accounts and profiles ----
+
+    pub async fn register(
+        &self,
+        username: String,
+        email: String,
+        password: String,
+    ) -> ApiResult<user_pb::Session> {
+        let request = user_pb::RegisterRequest {
+            username,
+            email,
+            password,
+        };
+        Ok(self
+            .peers
+            .users
+            .clone()
+            .register(request)
+            .await?
+            .into_inner())
+    }
+
+    pub async fn login(&self, email: String, password: String) -> ApiResult<user_pb::Session> {
+        let request = user_pb::LoginRequest { email, password };
+        Ok(self.peers.users.clone().login(request).await?.into_inner())
+    }
+
+    pub async fn me(&self) -> ApiResult<user_pb::User> {
+        let id = self.actor()?.user_id.to_string();
+        Ok(self
+            .peers
+            .users
+            .clone()
+            .get_user(user_pb::GetUserRequest { id })
+            .await?
+            .into_inner())
+    }
+
+    pub async fn update_me(&self, changes: UserChanges) -> ApiResult<user_pb::Session> {
+        let request = user_pb::UpdateUserRequest {
+            id: self.actor()?.user_id.to_string(),
+            username: changes.username,
+            email: changes.email,
+            password: changes.password,
+            bio: changes.bio,
+            image: changes.image,
+        };
+        Ok(self
+            .peers
+            .users
+            .clone()
+            .update_user(request)
+            .await?
+            .into_inner())
+    }
+
+    pub async fn profile(&self, username: &str) -> ApiResult<user_pb::Profile> {
+        let request = user_pb::GetProfileByUsernameRequest {
+            username: username.to_owned(),
+            viewer_id: self.viewer_id(),
+        };
+        Ok(self
+            .peers
+            .users
+            .clone()
+            .get_profile_by_username(request)
+            .await?
+            .into_inner())
+    }
+
+    pub async fn follow(&self, username: &str) -> ApiResult<user_pb::Profile> {
+        let request = self.follow_request(username)?;
+        Ok(self.peers.users.clone().follow(request).await?.into_inner())
+    }
+
+    pub async fn unfollow(&self, username: &str) -> ApiResult<user_pb::Profile> {
+        let request = self.follow_request(username)?;
+        Ok(self
+            .peers
+            .users
+            .clone()
+            .unfollow(request)
+            .await?
+            .into_inner())
+    }
+
+    fn follow_request(&self, username: &str) -> ApiResult<user_pb::FollowRequest> {
+        Ok(user_pb::FollowRequest {
+            follower_id: self.actor()?.user_id.to_string(),
+            username: username.to_owned(),
+        })
+    }
+
+    fn viewer_id(&self) -> String {
+        match &self.viewer {
+            Viewer::User(claims) => claims.sub.to_string(),
+            Viewer::Anonymous => String::new(),
+        }
+    }
+
+    // ---- posts ----
+
+    pub async fn post(&self, slug: &str) -> ApiResult<post_pb::Post> {
+        let request = post_pb::GetPostRequest {
+            slug: slug.to_owned(),
+        };
+        Ok(self
+            .peers
+            .posts
+            .clone()
+            .get_post(request)
+            .await?
+            .into_inner())
+    }
+
+    /// A page of posts. Usernames in the query are resolved first, concurrently; an unknown
+    /// one is NOT_FOUND.
+    pub async fn posts(&self, query: PostQuery) -> ApiResult<post_pb::PostPage> {
+        let authors = async {
+            match (&query.author, query.feed) {
+                (_, true) => {
+                    let user_id = self.actor()?.user_id.to_string();
+                    let request = user_pb::ListFollowingRequest { user_id };
+                    let following = self.peers.users.clone().list_following(request).await?;
+                    Ok::<_, ApiError>(Some(following.into_inner()))
+                }
+                (Some(author), false) => {
+                    let profile = self.profile(author).await?;
+                    Ok(Some(IdSet {
+                        ids: vec![profile.id],
+                    }))
+                }
+                (None, false) => Ok(None),
+            }
+        };
+        let liked = async {
+            match &query.liked_by {
+                Some(username) => {
+                    let profile = self.profile(username).await?;
+                    let request = like_pb::ListLikedPostsRequest {
+                        user_id: profile.id,
+                    };
+                    Ok::<_, ApiError>(Some(
+                        self.peers
+                            .likes
+                            .clone()
+                            .list_liked_posts(request)
+                            .await?
+                            .into_inner(),
+                    ))
+                }
+                None => Ok(None),
+            }
+        };
+        let (author_ids, post_ids) = futures::try_join!(authors, liked)?;
+        let request = post_pb::ListPostsRequest {
+            first: query.first,
+            after: query.after.unwrap_or_default(),
+            offset: query.offset,
+            tag: query.tag.unwrap_or_default(),
+            author_ids,
+            post_ids,
+        };
+        Ok(self
+            .peers
+            .posts
+            .clone()
+            .list_posts(request)
+            .await?
+            .into_inner())
+    }
+
+    pub async fn create_post(&self, input: PostInput) -> ApiResult<post_pb::Post> {
+        let request = post_pb::CreatePostRequest {
+            author_id: self.actor()?.user_id.to_string(),
+            title: input.title.unwrap_or_default(),
+            description: input.description.unwrap_or_default(),
+            body: input.body.unwrap_or_default(),
+            tags: input.tags.unwrap_or_default(),
+        };
+        Ok(self
+            .peers
+            .posts
+            .clone()
+            .create_post(request)
+            .await?
+            .into_inner())
+    }
+
+    pub async fn update_post(&self, slug: &str, changes: PostInput) -> ApiResult<post_pb::Post> {
+        let request = post_pb::UpdatePostRequest {
+            actor: Some(self.actor()?.message()),
+            slug: slug.to_owned(),
+            title: changes.title,
+            description: changes.description,
+            body: changes.body,
+            tags: changes.tags.map(|tags| post_pb::TagList { tags }),
+        };
+        Ok(self
+            .peers
+            .posts
+            .clone()
+            .update_post(request)
+            .await?
+            .into_inner())
+    }
+
+    /// Deletes a post, then its comments and likes.
+    ///
+    /// The cleanup is an explicit call from here rather than a reaction to an event, so that
+    /// it is done when the response says so. If a cleanup call fails, the post is still gone
+    /// and its leftovers are unreachable (every read goes through the post); the failure is
+    /// logged for an operator.
+    pub async fn delete_post(&self, slug: &str) -> ApiResult<post_pb::Post> {
+        let request = post_pb::DeletePostRequest {
+            actor: Some(self.actor()?.message()),
+            slug: slug.to_owned(),
+        };
+        let post = self
+            .peers
+            .posts
+            .clone()
+            .delete_post(request)
+            .await?
+            .into_inner();
+        let mut comments = self.peers.comments.clone();
+        let mut likes = self.peers.likes.clone();
+        let (comments, likes) = tokio::join!(
+            comments.delete_post_comments(comment_pb::DeletePostCommentsRequest {
+                post_id: post.id.clone()
+            }),
+            likes.delete_post_likes(like_pb::DeletePostLikesRequest {
+                post_id: post.id.clone()
+            }),
+        );
+        for (what, result) in [("comments", comments.err()), ("likes", likes.err())] {
+            if let Some(status) = result {
+                tracing::error!(post_id = %post.id, what, %status, "cleanup after post deletion failed");
+            }
+        }
+        Ok(post)
+    }
+
+    pub async fn tags(&self) -> ApiResult<Vec<String>> {
+        Ok(self
+            .peers
+            .posts
+            .clone()
+            .list_tags(Empty {})
+            .await?
+            .into_inner()
+            .tags)
+    }
+
+    // ---- likes ----
+
+    pub async fn like(&self, slug: &str) -> ApiResult<post_pb::Post> {
+        let (post, user_id) = (self.post(slug).await?, self.actor()?.user_id.to_string());
+        let request = like_pb::LikeRequest {
+            post_id: post.id.clone(),
+            user_id,
+        };
+        self.peers.likes.clone().like(request).await?;
+        Ok(post)
+    }
+
+    pub async fn unlike(&self, slug: &str) -> ApiResult<post_pb::Post> {
+        let (post, user_id) = (self.post(slug).await?, self.actor()?.user_id.to_string());
+        let request = like_pb::LikeRequest {
+            post_id: post.id.clone(),
+            user_id,
+        };
+        self.peers.likes.clone().unlike(request).await?;
+        Ok(post)
+    }
+
+    // ---- comments ----
+
+    pub async fn comments(
+        &self,
+        post_id: &str,
+        first: u32,
+        after: Option<String>,
+    ) -> ApiResult<comment_pb::CommentPage> {
+        let request = comment_pb::ListCommentsRequest {
+            post_id: post_id.to_owned(),
+            first,
+            after: after.unwrap_or_default(),
+        };
+        Ok(self
+            .peers
+            .comments
+            .clone()
+            .list_comments(request)
+            .await?
+            .into_inner())
+    }
+
+    pub async fn add_comment(&self, slug: &str, body: String) -> ApiResult<comment_pb::Comment> {
+        let author_id = self.actor()?.user_id.to_string();
+        let post = self.post(slug).await?;
+        let request = comment_pb::AddCommentRequest {
+            post_id: post.id,
+            author_id,
+            body,
+        };
+        Ok(self
+            .peers
+            .comments
+            .clone()
+            .add_comment(request)
+            .await?
+            .into_inner())
+    }
+
+    /// Deletes a comment of the post `slug`: its author, the post's author or an admin may.
+    pub async fn delete_comment(&self, slug: &str, id: &str) -> ApiResult<comment_pb::Comment> {
+        let actor = self.actor()?;
+        let id: i64 = id.parse().map_err(|_| ApiError::not_found("comment"))?;
+        let post = self.post(slug).await?;
+        let request = comment_pb::DeleteCommentRequest {
+            actor: Some(actor.message()),
+            id,
+            post_id: post.id,
+            post_author_id: post.author_id,
+        };
+        Ok(self
+            .peers
+            .comments
+            .clone()
+            .delete_comment(request)
+            .await?
+            .into_inner())
+    }
+
+    // ---- per-post facts, batched across the page ----
+
+    pub async fn profile_by_id(&self, user_id: &str) -> ApiResult<user_pb::Profile> {
+        self.profiles
+            .load_one(user_id.to_owned())
+            .await?
+            .ok_or_else(|| ApiError::not_found("profile"))
+    }
+
+    pub async fn like_summary(&self, post_id: &str) -> ApiResult<like_pb::LikeSummary> {
+        Ok(self
+            .likes
+            .load_one(post_id.to_owned())
+            .await?
+            .unwrap_or_default())
+    }
+
+    pub async fn comment_count(&self, post_id: &str) -> ApiResult<u64> {
+        Ok(self
+            .comment_counts
+            .load_one(post_id.to_owned())
+            .await?
+            .unwrap_or(0))
+    }
+
+    // ---- operations ----
+
+    /// Every service's health and version, asked concurrently, each within two seconds.
+    pub async fn system_status(&self) -> Vec<ServiceStatus> {
+        let edge = ServiceStatus {
+            name: crate::NAME.to_owned(),
+            status: "SERVING".to_owned(),
+            version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+        };
+        let peers = join_all(
+            self.peers
+                .channels
+                .iter()
+                .map(|(name, channel)| peer_status(name, channel.clone())),
+        )
+        .await;
+        std::iter::once(edge).chain(peers).collect()
+    }
+}
+
+async fn peer_status(name: &str, channel: Channel) -> ServiceStatus {
+    use oba_proto::common::v1::introspection_client::IntrospectionClient;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let limit = Duration::from_secs(2);
+    let mut health = HealthClient::new(channel.clone());
+    let mut info = IntrospectionClient::new(channel);
+    let (health, info) = tokio::join!(
+        tokio::time::timeout(
+            limit,
+            health.check(HealthCheckRequest {
+                service: String::new()
+            })
+        ),
+        tokio::time::timeout(limit, info.get_service_info(Empty {})),
+    );
+    let status = match health {
+        Ok(Ok(reply)) => reply.into_inner().status().as_str_name().to_owned(),
+        Ok(Err(status)) if ErrorCode::of_status(&status) == ErrorCode::Unavailable => {
+            "UNREACHABLE".to_owned()
+        }
+        Ok(Err(_)) => "UNKNOWN".to_owned(),
+        Err(_) => "TIMED_OUT".to_owned(),
+    };
+    ServiceStatus {
+        name: name.to_owned(),
+        status,
+        version: info
+            .ok()
+            .and_then(Result::ok)
+            .map(|r| r.into_inner().version),
+    }
+}

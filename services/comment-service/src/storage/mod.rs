@@ -1,0 +1,128 @@
+//! Comments in comment-service's own database, behind SeaORM.
+
+pub mod entity;
+pub mod migration;
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use oba_kit::ServiceError;
+use oba_kit::auth::Actor;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+use uuid::Uuid;
+
+pub use entity::Model as Comment;
+use entity::{ActiveModel, Column, Entity as Comments};
+
+pub struct CommentPage {
+    pub comments: Vec<Comment>,
+    pub has_next_page: bool,
+    pub total_count: u64,
+}
+
+#[derive(Clone)]
+pub struct CommentStore {
+    db: DatabaseConnection,
+}
+
+impl CommentStore {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    pub async fn add(
+        &self,
+        post_id: Uuid,
+        author_id: Uuid,
+        body: String,
+    ) -> Result<Comment, ServiceError> {
+        let now = Utc::now();
+        Ok(Comments::insert(ActiveModel {
+            post_id: Set(post_id),
+            author_id: Set(author_id),
+            body: Set(body),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        })
+        .exec_with_returning(&self.db)
+        .await?)
+    }
+
+    /// Up to `limit` comments of a post after the cursor, oldest first.
+    pub async fn list(
+        &self,
+        post_id: Uuid,
+        limit: u64,
+        after: Option<i64>,
+    ) -> Result<CommentPage, ServiceError> {
+        let of_post = Comments::find().filter(Column::PostId.eq(post_id));
+        let total_count = of_post.clone().count(&self.db).await?;
+        let mut query = of_post.order_by_asc(Column::Id);
+        if let Some(after) = after {
+            query = query.filter(Column::Id.gt(after));
+        }
+        let mut comments = query.limit(limit + 1).all(&self.db).await?;
+        let has_next_page = comments.len() as u64 > limit;
+        comments.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(CommentPage {
+            comments,
+            has_next_page,
+            total_count,
+        })
+    }
+
+    /// Deletes a comment of `post_id`; its author, the post's author or an admin may.
+    pub async fn delete(
+        &self,
+        actor: Actor,
+        id: i64,
+        post_id: Uuid,
+        post_author_id: Option<Uuid>,
+    ) -> Result<Comment, ServiceError> {
+        let comment = Comments::find_by_id(id)
+            .filter(Column::PostId.eq(post_id))
+            .one(&self.db)
+            .await?
+            .ok_or(ServiceError::NotFound("comment"))?;
+        let owners: Vec<Uuid> = [Some(comment.author_id), post_author_id]
+            .into_iter()
+            .flatten()
+            .collect();
+        actor.may_change(&owners)?;
+        Comments::delete_by_id(id).exec(&self.db).await?;
+        Ok(comment)
+    }
+
+    /// Comment counts of many posts in one query; posts without comments are left out.
+    pub async fn counts(&self, post_ids: Vec<Uuid>) -> Result<HashMap<Uuid, u64>, ServiceError> {
+        if post_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<(Uuid, i64)> = Comments::find()
+            .select_only()
+            .column(Column::PostId)
+            .column_as(Expr::col(Column::Id).count(), "comments")
+            .filter(Column::PostId.is_in(post_ids))
+            .group_by(Column::PostId)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(post, n)| (post, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
+    pub async fn delete_for_post(&self, post_id: Uuid) -> Result<u64, ServiceError> {
+        Ok(Comments::delete_many()
+            .filter(Column::PostId.eq(post_id))
+            .exec(&self.db)
+            .await?
+            .rows_affected)
+    }
+}

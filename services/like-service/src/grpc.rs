@@ -1,0 +1,114 @@
+//! The gRPC face of like-service.
+
+use std::collections::HashSet;
+
+use oba_kit::error::{parse_id, parse_ids, parse_optional_id};
+use oba_proto::common::v1::{Empty, IdSet};
+use oba_proto::like::v1 as pb;
+use pb::like_service_server::LikeService;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::domain::{LikeCounts, summarize};
+use crate::storage::LikeStore;
+
+pub struct LikeGrpc {
+    store: LikeStore,
+}
+
+impl LikeGrpc {
+    pub fn new(store: LikeStore) -> Self {
+        Self { store }
+    }
+
+    async fn summary(&self, post_id: Uuid, viewer: Uuid) -> Result<pb::LikeSummary, Status> {
+        let counts = self.store.counts(&[post_id]).await?;
+        let liked = self.store.liked_among(viewer, &[post_id]).await?;
+        let summary = summarize(&[post_id], &counts, &liked);
+        Ok(summary
+            .into_iter()
+            .map(summary_message)
+            .next()
+            .unwrap_or_default())
+    }
+}
+
+fn parse_like(req: &pb::LikeRequest) -> Result<(Uuid, Uuid), Status> {
+    Ok((
+        parse_id("post_id", &req.post_id)?,
+        parse_id("user_id", &req.user_id)?,
+    ))
+}
+
+#[tonic::async_trait]
+impl LikeService for LikeGrpc {
+    async fn like(
+        &self,
+        request: Request<pb::LikeRequest>,
+    ) -> Result<Response<pb::LikeSummary>, Status> {
+        let (post_id, user_id) = parse_like(request.get_ref())?;
+        self.store.like(post_id, user_id).await?;
+        Ok(Response::new(self.summary(post_id, user_id).await?))
+    }
+
+    async fn unlike(
+        &self,
+        request: Request<pb::LikeRequest>,
+    ) -> Result<Response<pb::LikeSummary>, Status> {
+        let (post_id, user_id) = parse_like(request.get_ref())?;
+        self.store.unlike(post_id, user_id).await?;
+        Ok(Response::new(self.summary(post_id, user_id).await?))
+    }
+
+    async fn count_likes(
+        &self,
+        request: Request<pb::CountLikesRequest>,
+    ) -> Result<Response<pb::LikeSummaries>, Status> {
+        let req = request.into_inner();
+        let post_ids = parse_ids("post_ids", &req.post_ids)?;
+        let viewer = parse_optional_id("viewer_id", &req.viewer_id)?;
+        let counts = self.store.counts(&post_ids).await?;
+        let liked = match viewer {
+            Some(viewer) => self.store.liked_among(viewer, &post_ids).await?,
+            None => HashSet::new(),
+        };
+        let summaries = summarize(&post_ids, &counts, &liked)
+            .into_iter()
+            .map(summary_message)
+            .collect();
+        Ok(Response::new(pb::LikeSummaries { summaries }))
+    }
+
+    async fn list_liked_posts(
+        &self,
+        request: Request<pb::ListLikedPostsRequest>,
+    ) -> Result<Response<IdSet>, Status> {
+        let user_id = parse_id("user_id", &request.into_inner().user_id)?;
+        let ids = self
+            .store
+            .liked_by(user_id)
+            .await?
+            .iter()
+            .map(Uuid::to_string)
+            .collect();
+        Ok(Response::new(IdSet { ids }))
+    }
+
+    async fn delete_post_likes(
+        &self,
+        request: Request<pb::DeletePostLikesRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let post_id = parse_id("post_id", &request.into_inner().post_id)?;
+        let removed = self.store.delete_for_post(post_id).await?;
+        tracing::info!(%post_id, removed, "likes of a deleted post removed");
+        Ok(Response::new(Empty {}))
+    }
+}
+
+fn summary_message(s: LikeCounts) -> pb::LikeSummary {
+    pb::LikeSummary {
+        post_id: s.post_id.to_string(),
+        count: s.count,
+        liked_by_viewer: s.liked_by_viewer,
+    }
+}
