@@ -88,6 +88,11 @@ impl Loader<String> for CommentCountLoader {
                 post_ids: post_ids.to_vec(),
             })
             .await?;
-        Ok(response.into_inner().counts)
+        let mut counts = response.into_inner().counts;
+        // The service leaves out posts without comments; caching their zero saves a call.
+        for id in post_ids {
+            counts.entry(id.clone()).or_insert(0);
+        }
+        Ok(counts)
     }
 }

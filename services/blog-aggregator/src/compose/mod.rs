@@ -2,15 +2,16 @@
 //!
 //! [`BlogApi`] is created once per request with the caller's [`Viewer`]. The GraphQL and REST
 //! adapters are thin layers over it, so both get the same rules and the same batching:
-//! per-post facts (author, likes, comment count) go through request-scoped loaders, and
-//! independent lookups run concurrently.
+//! per-post facts (author, likes, comment count) go through request-scoped loaders with a
+//! request-scoped cache (cleared by every write), a page fetches them up front in one call
+//! per service, and independent lookups run concurrently.
 
 pub mod error;
 pub mod loaders;
 
 use std::time::Duration;
 
-use async_graphql::dataloader::DataLoader;
+use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use futures::future::join_all;
 use oba_kit::ErrorCode;
 use oba_kit::auth::Actor;
@@ -68,12 +69,26 @@ pub struct ServiceStatus {
     pub version: Option<String>,
 }
 
+fn cached<L: Loader<String>>(loader: L) -> Cached<L> {
+    DataLoader::with_cache(loader, tokio::spawn, HashMapCache::default())
+}
+
+/// Which per-post facts a response shows, so a page can fetch them up front.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PostFacts {
+    pub authors: bool,
+    pub likes: bool,
+    pub comment_counts: bool,
+}
+
+type Cached<L> = DataLoader<L, HashMapCache>;
+
 pub struct BlogApi {
     peers: Peers,
     viewer: Viewer,
-    profiles: DataLoader<ProfileLoader>,
-    likes: DataLoader<LikeLoader>,
-    comment_counts: DataLoader<CommentCountLoader>,
+    profiles: Cached<ProfileLoader>,
+    likes: Cached<LikeLoader>,
+    comment_counts: Cached<CommentCountLoader>,
 }
 
 impl BlogApi {
@@ -83,26 +98,17 @@ impl BlogApi {
             Viewer::Anonymous => String::new(),
         };
         Self {
-            profiles: DataLoader::new(
-                ProfileLoader {
-                    peers: peers.clone(),
-                    viewer_id: viewer_id.clone(),
-                },
-                tokio::spawn,
-            ),
-            likes: DataLoader::new(
-                LikeLoader {
-                    peers: peers.clone(),
-                    viewer_id,
-                },
-                tokio::spawn,
-            ),
-            comment_counts: DataLoader::new(
-                CommentCountLoader {
-                    peers: peers.clone(),
-                },
-                tokio::spawn,
-            ),
+            profiles: cached(ProfileLoader {
+                peers: peers.clone(),
+                viewer_id: viewer_id.clone(),
+            }),
+            likes: cached(LikeLoader {
+                peers: peers.clone(),
+                viewer_id,
+            }),
+            comment_counts: cached(CommentCountLoader {
+                peers: peers.clone(),
+            }),
             peers,
             viewer,
         }
@@ -164,13 +170,15 @@ impl BlogApi {
             bio: changes.bio,
             image: changes.image,
         };
-        Ok(self
+        let session = self
             .peers
             .users
             .clone()
             .update_user(request)
             .await?
-            .into_inner())
+            .into_inner();
+        self.profiles.clear::<String>();
+        Ok(session)
     }
 
     pub async fn profile(&self, username: &str) -> ApiResult<user_pb::Profile> {
@@ -189,18 +197,22 @@ impl BlogApi {
 
     pub async fn follow(&self, username: &str) -> ApiResult<user_pb::Profile> {
         let request = self.follow_request(username)?;
-        Ok(self.peers.users.clone().follow(request).await?.into_inner())
+        let profile = self.peers.users.clone().follow(request).await?.into_inner();
+        self.profiles.clear::<String>();
+        Ok(profile)
     }
 
     pub async fn unfollow(&self, username: &str) -> ApiResult<user_pb::Profile> {
         let request = self.follow_request(username)?;
-        Ok(self
+        let profile = self
             .peers
             .users
             .clone()
             .unfollow(request)
             .await?
-            .into_inner())
+            .into_inner();
+        self.profiles.clear::<String>();
+        Ok(profile)
     }
 
     fn follow_request(&self, username: &str) -> ApiResult<user_pb::FollowRequest> {
@@ -342,6 +354,8 @@ impl BlogApi {
             .delete_post(request)
             .await?
             .into_inner();
+        self.likes.clear::<String>();
+        self.comment_counts.clear::<String>();
         let mut comments = self.peers.comments.clone();
         let mut likes = self.peers.likes.clone();
         let (comments, likes) = tokio::join!(
@@ -380,6 +394,7 @@ impl BlogApi {
             user_id,
         };
         self.peers.likes.clone().like(request).await?;
+        self.likes.clear::<String>();
         Ok(post)
     }
 
@@ -390,6 +405,7 @@ impl BlogApi {
             user_id,
         };
         self.peers.likes.clone().unlike(request).await?;
+        self.likes.clear::<String>();
         Ok(post)
     }
 
@@ -423,13 +439,15 @@ impl BlogApi {
             author_id,
             body,
         };
-        Ok(self
+        let comment = self
             .peers
             .comments
             .clone()
             .add_comment(request)
             .await?
-            .into_inner())
+            .into_inner();
+        self.comment_counts.clear::<String>();
+        Ok(comment)
     }
 
     /// Deletes a comment of the post `slug`: its author, the post's author or an admin may.
@@ -443,16 +461,56 @@ impl BlogApi {
             post_id: post.id,
             post_author_id: post.author_id,
         };
-        Ok(self
+        let comment = self
             .peers
             .comments
             .clone()
             .delete_comment(request)
             .await?
-            .into_inner())
+            .into_inner();
+        self.comment_counts.clear::<String>();
+        Ok(comment)
     }
 
     // ---- per-post facts, batched across the page ----
+
+    /// Fetches the facts `wants` names for every post of a page: one call per service,
+    /// concurrently. Field resolvers then read the request's cache, so the cost of a page
+    /// does not depend on how the resolvers happen to be scheduled.
+    pub async fn prefetch(&self, posts: &[post_pb::Post], wants: PostFacts) -> ApiResult<()> {
+        let post_ids = || posts.iter().map(|p| p.id.clone());
+        let authors = async {
+            if wants.authors {
+                self.profiles
+                    .load_many(posts.iter().map(|p| p.author_id.clone()))
+                    .await?;
+            }
+            Ok::<_, ApiError>(())
+        };
+        let likes = async {
+            if wants.likes {
+                self.likes.load_many(post_ids()).await?;
+            }
+            Ok(())
+        };
+        let comment_counts = async {
+            if wants.comment_counts {
+                self.comment_counts.load_many(post_ids()).await?;
+            }
+            Ok(())
+        };
+        futures::try_join!(authors, likes, comment_counts)?;
+        Ok(())
+    }
+
+    /// Fetches the authors of a page of comments in one call.
+    pub async fn prefetch_authors(
+        &self,
+        author_ids: impl Iterator<Item = String>,
+    ) -> ApiResult<()> {
+        self.profiles.load_many(author_ids).await?;
+        Ok(())
+    }
 
     pub async fn profile_by_id(&self, user_id: &str) -> ApiResult<user_pb::Profile> {
         self.profiles

@@ -15,7 +15,7 @@ use oba_kit::auth::TokenVerifier;
 use oba_kit::page::PAGE_MAX;
 use oba_proto::user::v1 as user_pb;
 
-use crate::compose::{ApiError, ApiResult, BlogApi, PostInput, PostQuery, UserChanges};
+use crate::compose::{ApiError, ApiResult, BlogApi, PostFacts, PostInput, PostQuery, UserChanges};
 use crate::peers::Peers;
 use crate::viewer::Viewer;
 use types::{
@@ -114,10 +114,7 @@ impl Query {
             liked_by,
             ..PostQuery::default()
         };
-        Ok(post_connection(
-            api(ctx)?.posts(query).await.gql()?,
-            has_previous_page,
-        ))
+        post_page(ctx, query, has_previous_page).await
     }
 
     /// Posts by the authors the signed-in user follows, newest first.
@@ -134,10 +131,7 @@ impl Query {
             feed: true,
             ..PostQuery::default()
         };
-        Ok(post_connection(
-            api(ctx)?.posts(query).await.gql()?,
-            has_previous_page,
-        ))
+        post_page(ctx, query, has_previous_page).await
     }
 
     /// Every tag in use, most used first.
@@ -283,6 +277,32 @@ impl Mutation {
     }
 }
 
+/// A page of posts with the per-post facts the document asks for fetched up front.
+async fn post_page(
+    ctx: &Context<'_>,
+    query: PostQuery,
+    has_previous_page: bool,
+) -> async_graphql::Result<PostConnection> {
+    let api = api(ctx)?;
+    let page = api.posts(query).await.gql()?;
+    api.prefetch(&page.posts, wanted_facts(ctx)).await.gql()?;
+    Ok(post_connection(page, has_previous_page))
+}
+
+/// Which per-post facts the selection of a post connection mentions.
+fn wanted_facts(ctx: &Context<'_>) -> PostFacts {
+    let look = ctx.look_ahead();
+    let wants = |field: &str| {
+        look.field("edges").field("node").field(field).exists()
+            || look.field("nodes").field(field).exists()
+    };
+    PostFacts {
+        authors: wants("author"),
+        likes: wants("likeCount") || wants("likedByMe"),
+        comment_counts: wants("commentCount"),
+    }
+}
+
 fn auth_payload(session: user_pb::Session) -> async_graphql::Result<AuthPayload> {
     let user = session
         .user
@@ -355,4 +375,34 @@ fn error_response(status: StatusCode, code: ErrorCode, message: &str) -> Respons
 /// `GET /graphiql`: the in-browser IDE.
 pub async fn graphiql() -> impl IntoResponse {
     Html(GraphiQLSource::build().endpoint("/graphql").finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `schema.graphql` is the reviewed, committed contract; regenerate it with
+    /// `OBA_UPDATE_SCHEMA=1 cargo test -p blog-aggregator`.
+    #[test]
+    fn committed_schema_matches_the_code() {
+        let sdl = schema().sdl();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql");
+        if std::env::var_os("OBA_UPDATE_SCHEMA").is_some() {
+            std::fs::write(path, &sdl).expect("write schema.graphql");
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == sdl,
+            "schema.graphql is stale: run OBA_UPDATE_SCHEMA=1 cargo test -p blog-aggregator"
+        );
+    }
+
+    #[test]
+    fn page_size_is_bounded() {
+        assert_eq!(page_size(None).expect("default"), PAGE_DEFAULT);
+        assert_eq!(page_size(Some(100)).expect("max"), 100);
+        for bad in [0, -1, 101] {
+            assert!(page_size(Some(bad)).is_err(), "{bad}");
+        }
+    }
 }

@@ -164,10 +164,19 @@ impl Post {
         after: Option<String>,
     ) -> async_graphql::Result<CommentConnection> {
         let has_previous_page = after.is_some();
-        let page = api(ctx)?
+        let api = api(ctx)?;
+        let page = api
             .comments(&self.0.id, page_size(first)?, after)
             .await
             .gql()?;
+        let look = ctx.look_ahead();
+        if look.field("edges").field("node").field("author").exists()
+            || look.field("nodes").field("author").exists()
+        {
+            api.prefetch_authors(page.comments.iter().map(|c| c.author_id.clone()))
+                .await
+                .gql()?;
+        }
         let mut connection = Connection::with_additional_fields(
             has_previous_page,
             page.has_next_page,
