@@ -90,7 +90,9 @@ impl ServiceApp {
         self
     }
 
-    async fn into_router(self) -> Router {
+    /// Builds the router: the service's routes plus probes, metrics and gRPC health. Done
+    /// before serving, so that a wiring mistake fails start-up instead of a serving task.
+    pub async fn into_router(self) -> Router {
         let (reporter, health_service) = tonic_health::server::health_reporter();
         for name in &self.grpc_names {
             reporter
@@ -166,16 +168,30 @@ async fn metrics(State(probes): State<Probes>) -> impl IntoResponse {
     )
 }
 
+/// A service ready to serve: its name and complete router.
+pub struct PreparedApp {
+    pub name: &'static str,
+    router: Router,
+}
+
+impl ServiceApp {
+    pub async fn prepare(self) -> PreparedApp {
+        PreparedApp {
+            name: self.name,
+            router: self.into_router().await,
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` is cancelled, then drains in-flight requests.
 pub async fn serve(
-    app: ServiceApp,
+    app: PreparedApp,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let name = app.name;
-    let router = app.into_router().await;
     tracing::info!(service = name, addr = %listener.local_addr()?, "serving");
-    axum::serve(listener, router)
+    axum::serve(listener, app.router)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
     tracing::info!(service = name, "stopped");

@@ -244,7 +244,7 @@ impl System {
                 let db = DbConfig::sqlite_file(&data_dir.key, &data_dir.value.join(file));
                 env.default_to("OBA_DATABASE_URL", db.url.value);
             }
-            apps.push((service, service.app(&mut env).await?));
+            apps.push((service, service.app(&mut env).await?.prepare().await));
         }
 
         let failed = CancellationToken::new();
@@ -256,9 +256,9 @@ impl System {
             let stop = CancellationToken::new();
             let (serve_stop, failed) = (stop.clone(), failed.clone());
             let task = tokio::spawn(async move {
-                let result = server::serve(app, listener, serve_stop).await;
-                failed.cancel();
-                result
+                // Cancels on drop, so that even a panicking service takes the others down.
+                let _failed = failed.drop_guard();
+                server::serve(app, listener, serve_stop).await
             });
             running.push(Running {
                 service,
@@ -347,6 +347,8 @@ fn up_env(config: &UpConfig, addrs: &BTreeMap<Service, SocketAddr>) -> Result<En
         );
     }
     env.default_to("OBA_TOKEN_TTL_SECS", config.token_ttl_secs.to_string());
+    // Browser front ends on any origin may call a local system.
+    env.default_to("OBA_CORS_ALLOWED_ORIGINS", "*");
     if env.get("OBA_ADMIN_EMAIL").is_none() {
         tracing::warn!(
             email = DEV_ADMIN_EMAIL,
@@ -367,7 +369,7 @@ pub async fn serve(
 ) -> Result<(), StartError> {
     let listen: Setting<SocketAddr> =
         env.parsed("OBA_LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)));
-    let app = service.app(&mut env).await?;
+    let app = service.app(&mut env).await?.prepare().await;
     let listener = TcpListener::bind(listen.value)
         .await
         .map_err(|e| listen.problem(format!("cannot listen on {}: {e}", listen.value)))?;

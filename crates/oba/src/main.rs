@@ -30,6 +30,8 @@ enum Command {
         #[arg(value_enum)]
         service: Service,
     },
+    /// Write a new Ed25519 token key pair (PEM) into a directory, unless one is there.
+    Keygen { dir: std::path::PathBuf },
 }
 
 #[tokio::main]
@@ -42,6 +44,7 @@ async fn main() -> ExitCode {
         Command::Up => up(shutdown).await,
         Command::Serve { service } => oba::serve(service, Env::from_process(), shutdown).await,
         Command::Migrate { service } => service.migrate(&mut Env::from_process()).await,
+        Command::Keygen { dir } => keygen(&dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -50,6 +53,18 @@ async fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn keygen(dir: &std::path::Path) -> Result<(), StartError> {
+    let (files, created) = oba_kit::auth::ensure_dev_keypair(dir)
+        .map_err(|e| StartError::Io(format!("cannot write keys into {}: {e}", dir.display())))?;
+    let verb = if created { "wrote" } else { "kept existing" };
+    println!(
+        "{verb} OBA_TOKEN_PRIVATE_KEY_FILE={}\n{verb} OBA_TOKEN_PUBLIC_KEY_FILE={}",
+        files.private_key.display(),
+        files.public_key.display()
+    );
+    Ok(())
 }
 
 async fn up(shutdown: CancellationToken) -> Result<(), StartError> {

@@ -8,15 +8,19 @@
 pub mod compose;
 pub mod graphql;
 pub mod peers;
+pub mod rest;
 pub mod viewer;
 
 use std::path::PathBuf;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method, header};
 use axum::routing::{get, post};
 use oba_kit::auth::TokenVerifier;
 use oba_kit::config::{ConfigError, Env, Setting};
 use oba_kit::server::ServiceApp;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 
 pub const NAME: &str = "blog-aggregator";
@@ -29,6 +33,8 @@ pub struct Config {
     pub peers: peers::PeerUrls,
     /// Ed25519 public key (SPKI PEM) that verifies tokens.
     pub token_public_key: Setting<PathBuf>,
+    /// Browser origins allowed to call the APIs (`*` for any); none by default.
+    pub cors_allowed_origins: Setting<String>,
 }
 
 impl Config {
@@ -41,8 +47,33 @@ impl Config {
                 like_service: env.required("OBA_LIKE_SERVICE_URL"),
             },
             token_public_key: env.required("OBA_TOKEN_PUBLIC_KEY_FILE").map(PathBuf::from),
+            cors_allowed_origins: env
+                .optional("OBA_CORS_ALLOWED_ORIGINS")
+                .unwrap_or_else(|| Setting::new("OBA_CORS_ALLOWED_ORIGINS", String::new())),
         }
     }
+}
+
+/// CORS for browser front ends served from another origin: a comma-separated list of
+/// origins, `*` for any (what `oba up` uses), or nothing (no cross-origin access).
+fn cors(origins: &Setting<String>) -> Result<CorsLayer, ConfigError> {
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
+    let value = origins.value.trim();
+    if value == "*" {
+        return Ok(layer.allow_origin(AllowOrigin::any()));
+    }
+    let list = value
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            HeaderValue::from_str(o)
+                .map_err(|_| origins.problem(format!("{o:?} is not a valid origin")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(layer.allow_origin(AllowOrigin::list(list)))
 }
 
 pub async fn app(config: &Config) -> Result<ServiceApp, ConfigError> {
@@ -53,10 +84,20 @@ pub async fn app(config: &Config) -> Result<ServiceApp, ConfigError> {
         peers,
         verifier,
     };
-    let http = Router::new()
+    let cors = cors(&config.cors_allowed_origins)?;
+    let rest = rest::router(rest::RestState {
+        peers: state.peers.clone(),
+        verifier: state.verifier.clone(),
+    });
+    // GraphQL reads its body as a stream, so the limit is enforced on the stream; the REST
+    // extractors honour DefaultBodyLimit and answer 413 in the RealWorld error shape.
+    let graphql = Router::new()
         .route("/graphql", post(graphql::graphql_handler))
         .route("/graphiql", get(graphql::graphiql))
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES));
+    let http = graphql
+        .merge(rest.layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES)))
+        .layer(cors);
     Ok(ServiceApp::new(NAME).http(http))
 }

@@ -83,6 +83,10 @@ impl Processes {
                 ),
                 ("OBA_DATABASE_CONNECT_TIMEOUT_SECS".into(), "2".into()),
                 ("OBA_ADMIN_EMAIL".into(), super::ADMIN_EMAIL.into()),
+                (
+                    "OBA_CORS_ALLOWED_ORIGINS".into(),
+                    "http://localhost:4100".into(),
+                ),
                 ("OBA_ADMIN_PASSWORD".into(), super::ADMIN_PASSWORD.into()),
             ],
             database_urls: BTreeMap::new(),
@@ -96,19 +100,20 @@ impl Processes {
         {
             let name = format!("{tag}_{}", service.name().replace('-', "_"));
             let direct = format!("{server}/{name}");
+            let url = match &processes.db_proxy {
+                Some(proxy) => {
+                    direct.replacen(&proxy.target.to_string(), &proxy.addr.to_string(), 1)
+                }
+                None => direct.clone(),
+            };
+            // Recorded before migrating, so that Drop removes it even if migrating fails.
+            processes.database_urls.insert(service, url);
             processes
                 .run_to_end(
                     &["migrate", service.name()],
                     &[("OBA_DATABASE_URL", &direct)],
                 )
                 .await;
-            let url = match &processes.db_proxy {
-                Some(proxy) => {
-                    direct.replacen(&proxy.target.to_string(), &proxy.addr.to_string(), 1)
-                }
-                None => direct,
-            };
-            processes.database_urls.insert(service, url);
         }
         for service in Service::ALL {
             processes.spawn(service, None).await;
