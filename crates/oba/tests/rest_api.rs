@@ -108,9 +108,17 @@ async fn bad_json_and_wrong_shapes_are_client_errors_with_a_body(app: TestSystem
         .expect("sent");
     assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
-    let huge = json!({ "article": { "title": "t", "description": "d", "body": "b".repeat(2 * 1024 * 1024) } }).to_string();
-    let (status, _) = call(&app, Method::POST, "/articles", Some(&token), Some(&huge)).await;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let too_big = support::oversized_post(
+        &app.url,
+        "/api/articles",
+        &format!("authorization: Token {token}\r\n"),
+    )
+    .await;
+    assert!(too_big.starts_with("HTTP/1.1 413"), "{too_big}");
+    assert!(
+        too_big.contains("\"errors\""),
+        "RealWorld error body: {too_big}"
+    );
 
     let (status, body) = call(&app, Method::GET, "/articles?limit=abc", None, None).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);

@@ -89,15 +89,17 @@ pub async fn app(config: &Config) -> Result<ServiceApp, ConfigError> {
         peers: state.peers.clone(),
         verifier: state.verifier.clone(),
     });
-    // GraphQL reads its body as a stream, so the limit is enforced on the stream; the REST
-    // extractors honour DefaultBodyLimit and answer 413 in the RealWorld error shape.
+    // The limit layer refuses an announced oversized body from its headers, unread; REST
+    // answers that in the RealWorld error shape.
     let graphql = Router::new()
         .route("/graphql", post(graphql::graphql_handler))
         .route("/graphiql", get(graphql::graphiql))
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES));
-    let http = graphql
-        .merge(rest.layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES)))
-        .layer(cors);
+    let rest = rest
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
+        .layer(axum::middleware::map_response(rest::error::realworld_413));
+    let http = graphql.merge(rest).layer(cors);
     Ok(ServiceApp::new(NAME).http(http))
 }

@@ -70,3 +70,21 @@ impl IntoResponse for RestError {
 }
 
 pub type RestResult<T> = Result<T, RestError>;
+
+/// Gives the body-limit layer's plain-text 413 the RealWorld error shape.
+pub async fn realworld_413(response: Response) -> Response {
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
+        let limit = crate::BODY_LIMIT_BYTES;
+        return RestError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body",
+            format!("is larger than {limit} bytes"),
+        )
+        .into_response();
+    }
+    response
+}
