@@ -79,6 +79,9 @@ impl fmt::Display for ConfigError {
 pub struct Env {
     vars: BTreeMap<String, String>,
     problems: Vec<Problem>,
+    /// Every setting read so far and whether it was required: what `oba keys` lists, and
+    /// what the deployment check compares with the manifests.
+    read: BTreeMap<String, bool>,
 }
 
 impl Env {
@@ -110,6 +113,7 @@ impl Env {
         Self {
             vars,
             problems: Vec::new(),
+            read: BTreeMap::new(),
         }
     }
 
@@ -129,11 +133,13 @@ impl Env {
 
     /// An optional string setting.
     pub fn optional(&mut self, key: &str) -> Option<Setting<String>> {
+        self.read.entry(key.to_owned()).or_insert(false);
         self.get(key).map(|v| Setting::new(key, v.to_owned()))
     }
 
     /// A string setting that must be present; a missing one is recorded as a problem.
     pub fn required(&mut self, key: &str) -> Setting<String> {
+        self.read.insert(key.to_owned(), true);
         match self.get(key) {
             Some(v) => Setting::new(key, v.to_owned()),
             None => {
@@ -149,6 +155,7 @@ impl Env {
         T: FromStr,
         T::Err: fmt::Display,
     {
+        self.read.entry(key.to_owned()).or_insert(false);
         let value = match self.get(key) {
             None => default,
             Some(raw) => match raw.parse() {
@@ -160,6 +167,11 @@ impl Env {
             },
         };
         Setting::new(key, value)
+    }
+
+    /// The settings read so far: key and whether it is required.
+    pub fn read_settings(&self) -> impl Iterator<Item = (&str, bool)> {
+        self.read.iter().map(|(k, r)| (k.as_str(), *r))
     }
 
     pub fn problem(&mut self, key: &str, message: impl fmt::Display) {
@@ -206,6 +218,16 @@ mod tests {
         assert_eq!(env.get("OBA_A"), Some("set"));
         assert_eq!(env.get("OBA_B"), Some("default"));
         assert_eq!(env.get("OTHER"), None);
+    }
+
+    #[test]
+    fn settings_read_are_listed_with_whether_required() {
+        let mut env = Env::from_pairs::<&str, &str>([]);
+        let _ = env.optional("OBA_A");
+        let _ = env.required("OBA_B");
+        let _: Setting<u16> = env.parsed("OBA_C", 1);
+        let read: Vec<_> = env.read_settings().collect();
+        assert_eq!(read, [("OBA_A", false), ("OBA_B", true), ("OBA_C", false)]);
     }
 
     #[test]

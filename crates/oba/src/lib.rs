@@ -78,6 +78,23 @@ impl Service {
         }
     }
 
+    /// Every setting `oba serve <service>` reads, and whether it is required.
+    pub fn settings(self) -> Vec<(String, bool)> {
+        let mut env = Env::default();
+        let _: Setting<SocketAddr> =
+            env.parsed("OBA_LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)));
+        match self {
+            Self::UserService => drop(user_service::Config::from_env(&mut env)),
+            Self::PostService => drop(post_service::Config::from_env(&mut env)),
+            Self::CommentService => drop(comment_service::Config::from_env(&mut env)),
+            Self::LikeService => drop(like_service::Config::from_env(&mut env)),
+            Self::BlogAggregator => drop(blog_aggregator::Config::from_env(&mut env)),
+        }
+        env.read_settings()
+            .map(|(k, r)| (k.to_owned(), r))
+            .collect()
+    }
+
     /// Creates the service's database if missing and applies its migrations (`oba migrate`).
     pub async fn migrate(self, env: &mut Env) -> Result<(), StartError> {
         let config = DbConfig::from_env(env);
@@ -167,17 +184,33 @@ pub struct UpConfig {
     /// port ephemeral.
     pub base_port: Setting<u16>,
     pub token_ttl_secs: u64,
+    /// Services not started here: run elsewhere (e.g. from source) at their usual address.
+    pub skip: Vec<Service>,
     /// Variables passed through to every service (e.g. `OBA_TOKEN_*`).
     pub env: Env,
 }
 
 impl UpConfig {
+    /// Where `service` listens in this layout: `OBA_BASE_PORT` plus the service's offset
+    /// (port 0, ephemeral, when the base is 0).
+    pub fn addr(&self, service: Service) -> Result<SocketAddr, ConfigError> {
+        let port = match self.base_port.value {
+            0 => 0,
+            base => base.checked_add(service.port_offset()).ok_or_else(|| {
+                self.base_port
+                    .problem("leaves no room for the services after it")
+            })?,
+        };
+        Ok(SocketAddr::new(self.host.value, port))
+    }
+
     pub fn from_env(mut env: Env) -> Result<Self, ConfigError> {
         let config = Self {
             data_dir: env.parsed("OBA_DATA_DIR", PathBuf::from("data")),
             host: env.parsed("OBA_HOST", IpAddr::V4(Ipv4Addr::LOCALHOST)),
             base_port: env.parsed("OBA_BASE_PORT", 8080),
             token_ttl_secs: env.parsed("OBA_TOKEN_TTL_SECS", 86_400).value,
+            skip: Vec::new(),
             env: env.clone(),
         };
         env.finish()?;
@@ -211,34 +244,42 @@ impl System {
             data_dir.problem(format!("cannot create {}: {e}", data_dir.value.display()))
         })?;
 
+        if !config.skip.is_empty() && config.base_port.value == 0 {
+            return Err(config
+                .base_port
+                .problem("must be a fixed port to skip a service (its address must be known)")
+                .into());
+        }
         let mut listeners = BTreeMap::new();
+        let mut addrs = BTreeMap::new();
         for service in Service::ALL {
-            let port = match config.base_port.value {
-                0 => 0,
-                base => base.checked_add(service.port_offset()).ok_or_else(|| {
-                    config
-                        .base_port
-                        .problem("leaves no room for the services after it")
-                })?,
-            };
-            let addr = SocketAddr::new(config.host.value, port);
+            let addr = config.addr(service)?;
+            if config.skip.contains(&service) {
+                tracing::info!(service = service.name(), %addr, "skipped: expected to run elsewhere");
+                addrs.insert(service, addr);
+                continue;
+            }
             let listener = TcpListener::bind(addr).await.map_err(|e| {
                 config.base_port.problem(format!(
                     "cannot listen on {addr} for {}: {e}",
                     service.name()
                 ))
             })?;
+            addrs.insert(
+                service,
+                listener
+                    .local_addr()
+                    .map_err(|e| StartError::Io(e.to_string()))?,
+            );
             listeners.insert(service, listener);
         }
-        let addrs: BTreeMap<Service, SocketAddr> = listeners
-            .iter()
-            .map(|(s, l)| Ok((*s, l.local_addr()?)))
-            .collect::<std::io::Result<_>>()
-            .map_err(|e| StartError::Io(e.to_string()))?;
 
         let env = up_env(&config, &addrs)?;
         let mut apps = Vec::new();
-        for service in Service::ALL {
+        for service in Service::ALL
+            .into_iter()
+            .filter(|s| !config.skip.contains(s))
+        {
             let mut env = env.clone();
             if let Some(file) = service.database_file() {
                 let db = DbConfig::sqlite_file(&data_dir.key, &data_dir.value.join(file));
@@ -314,6 +355,51 @@ impl System {
     }
 }
 
+/// The environment one service gets in the `up` layout (what `oba env` prints): settings
+/// from the config repo, with local addresses, embedded storage and dev keys.
+pub fn service_env(
+    config: &UpConfig,
+    service: Service,
+    config_repo: &std::path::Path,
+) -> Result<Vec<(String, String)>, StartError> {
+    let addrs: BTreeMap<Service, SocketAddr> = Service::ALL
+        .into_iter()
+        .map(|s| Ok((s, config.addr(s)?)))
+        .collect::<Result<_, ConfigError>>()?;
+    let mut local = up_env(config, &addrs)?;
+    local.default_to("OBA_LISTEN_ADDR", addrs[&service].to_string());
+    if let Some(file) = service.database_file() {
+        let db = DbConfig::sqlite_file(&config.data_dir.key, &config.data_dir.value.join(file));
+        local.default_to("OBA_DATABASE_URL", db.url.value);
+    }
+    let mut deployed = BTreeMap::new();
+    for file in ["common.env".to_owned(), format!("{}.env", service.name())] {
+        let path = config_repo.join(&file);
+        let entries = dotenvy::from_path_iter(&path)
+            .map_err(|e| StartError::Io(format!("cannot read {}: {e}", path.display())))?;
+        for entry in entries {
+            let (key, value) =
+                entry.map_err(|e| StartError::Io(format!("{}: {e}", path.display())))?;
+            deployed.insert(key, value);
+        }
+    }
+    let mut out = Vec::new();
+    for (key, _) in service.settings() {
+        // Local addresses, storage and keys win; the rest is as deployed.
+        if let Some(value) = local
+            .get(&key)
+            .map(str::to_owned)
+            .or_else(|| deployed.get(&key).cloned())
+        {
+            out.push((key, value));
+        }
+    }
+    if let Some(log) = deployed.get("RUST_LOG") {
+        out.push(("RUST_LOG".to_owned(), log.clone()));
+    }
+    Ok(out)
+}
+
 /// The variables every service gets in `up`: peer URLs, token keys, defaults.
 fn up_env(config: &UpConfig, addrs: &BTreeMap<Service, SocketAddr>) -> Result<Env, StartError> {
     let mut env = config.env.clone();
@@ -381,6 +467,38 @@ pub async fn serve(
     server::serve(app, listener, shutdown)
         .await
         .map_err(|e| StartError::Io(format!("{} failed: {e}", service.name())))
+}
+
+/// GETs an `http://host:port/path` URL; Ok on a 2xx status. For container health checks.
+pub async fn probe(url: &str) -> Result<(), StartError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| StartError::Io(format!("{url}: only http:// URLs are probed")))?;
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(authority).await?;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await?;
+        Ok::<_, std::io::Error>(head)
+    };
+    let head = tokio::time::timeout(Duration::from_secs(3), exchange)
+        .await
+        .map_err(|_| StartError::Io(format!("{url}: no answer within 3 s")))?
+        .map_err(|e| StartError::Io(format!("{url}: {e}")))?;
+    // "HTTP/1.1 200": the status code is bytes 9..12.
+    match head.get(9) {
+        Some(b'2') => Ok(()),
+        _ => Err(StartError::Io(format!(
+            "{url}: {}",
+            String::from_utf8_lossy(&head)
+        ))),
+    }
 }
 
 /// How long `oba up` waits for in-flight requests after a signal before giving up.

@@ -19,7 +19,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Every service in this process on loopback ports, with embedded storage (default).
-    Up,
+    Up {
+        /// Do not start this service: it runs elsewhere (e.g. `cargo run -- serve <service>`
+        /// with the output of `oba env <service>`) at its usual address.
+        #[arg(long, value_enum)]
+        skip: Vec<Service>,
+    },
     /// One service, configured from the environment (containers, separate processes).
     Serve {
         #[arg(value_enum)]
@@ -32,6 +37,22 @@ enum Command {
     },
     /// Write a new Ed25519 token key pair (PEM) into a directory, unless one is there.
     Keygen { dir: std::path::PathBuf },
+    /// Print the environment a service gets when deployed (from the config repo), with the
+    /// local addresses, storage and keys of `oba up`, as KEY=value lines.
+    Env {
+        #[arg(value_enum)]
+        service: Service,
+        #[arg(long, default_value = "deploy/config-repo")]
+        config_repo: std::path::PathBuf,
+    },
+    /// List every setting `oba serve <service>` reads, and whether it is required.
+    Keys {
+        #[arg(value_enum)]
+        service: Service,
+    },
+    /// GET an http:// URL and exit 0 on a 2xx answer (container health checks: the image
+    /// has no shell or curl).
+    Probe { url: String },
 }
 
 #[tokio::main]
@@ -40,11 +61,22 @@ async fn main() -> ExitCode {
     oba_kit::telemetry::init();
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
-    let result = match cli.command.unwrap_or(Command::Up) {
-        Command::Up => up(shutdown).await,
+    let result = match cli.command.unwrap_or(Command::Up { skip: Vec::new() }) {
+        Command::Up { skip } => up(skip, shutdown).await,
         Command::Serve { service } => oba::serve(service, Env::from_process(), shutdown).await,
         Command::Migrate { service } => service.migrate(&mut Env::from_process()).await,
         Command::Keygen { dir } => keygen(&dir),
+        Command::Env {
+            service,
+            config_repo,
+        } => print_env(service, &config_repo),
+        Command::Keys { service } => {
+            for (key, required) in service.settings() {
+                println!("{key} {}", if required { "required" } else { "optional" });
+            }
+            Ok(())
+        }
+        Command::Probe { url } => oba::probe(&url).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -67,9 +99,18 @@ fn keygen(dir: &std::path::Path) -> Result<(), StartError> {
     Ok(())
 }
 
-async fn up(shutdown: CancellationToken) -> Result<(), StartError> {
-    let started = Instant::now();
+fn print_env(service: Service, config_repo: &std::path::Path) -> Result<(), StartError> {
     let config = UpConfig::from_env(Env::from_process())?;
+    for (key, value) in oba::service_env(&config, service, config_repo)? {
+        println!("{key}={value}");
+    }
+    Ok(())
+}
+
+async fn up(skip: Vec<Service>, shutdown: CancellationToken) -> Result<(), StartError> {
+    let started = Instant::now();
+    let mut config = UpConfig::from_env(Env::from_process())?;
+    config.skip = skip;
     let system = System::up(config, shutdown.clone()).await?;
     let url = system.edge_url();
     println!(

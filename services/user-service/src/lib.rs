@@ -61,13 +61,19 @@ impl Config {
 }
 
 fn admin_from_env(env: &mut Env) -> Option<AdminAccount> {
-    let email = env.optional("OBA_ADMIN_EMAIL")?;
-    let password = env.required("OBA_ADMIN_PASSWORD");
-    let username = env
-        .optional("OBA_ADMIN_USERNAME")
-        .map_or_else(|| "admin".to_owned(), |s| s.value);
+    let email = env.optional("OBA_ADMIN_EMAIL");
+    let password = env.optional("OBA_ADMIN_PASSWORD");
+    let username = env.optional("OBA_ADMIN_USERNAME");
+    let email = email?;
+    let Some(password) = password else {
+        env.problem(
+            "OBA_ADMIN_PASSWORD",
+            "is required when OBA_ADMIN_EMAIL is set",
+        );
+        return None;
+    };
     Some(AdminAccount {
-        username,
+        username: username.map_or_else(|| "admin".to_owned(), |s| s.value),
         email: email.value,
         password: password.value,
     })
