@@ -26,8 +26,9 @@ import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OBA = os.environ.get("OBA_BIN", os.path.join(ROOT, "target/debug/oba"))
-SERVICES = ["user-service", "post-service", "comment-service", "like-service", "blog-aggregator"]
-WITH_DATABASE = SERVICES[:4]
+SERVICES = ["user-service", "post-service", "comment-service", "like-service", "rank-service",
+            "notification-service", "blog-aggregator"]
+WITH_DATABASE = SERVICES[:6]
 ALWAYS_ALLOWED = {"RUST_LOG"}
 
 passed, failed = 0, []

@@ -8,6 +8,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "oba/post/v1/post.proto",
         "oba/comment/v1/comment.proto",
         "oba/like/v1/like.proto",
+        "oba/event/v1/event.proto",
+        "oba/rank/v1/rank.proto",
+        "oba/notification/v1/notification.proto",
     ];
     let fds = protox::compile(files, [&root])?;
     tonic_prost_build::configure().compile_fds(fds)?;

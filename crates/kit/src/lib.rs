@@ -6,10 +6,13 @@
 //! database, verifying tokens and mapping errors to one set of codes.
 
 pub mod auth;
+pub mod bus;
 pub mod config;
+pub mod consumer;
 pub mod db;
 pub mod error;
 pub mod metrics;
+pub mod outbox;
 pub mod page;
 pub mod server;
 pub mod shutdown;

@@ -37,7 +37,12 @@ pub struct ServiceApp {
     http: Router,
     readiness: Vec<ReadinessCheck>,
     metrics: Metrics,
+    background: Vec<BackgroundTask>,
 }
+
+/// Work a service does besides answering requests (an outbox relay, an event consumer);
+/// it runs while the service serves and must return once its token is cancelled.
+pub type BackgroundTask = Box<dyn FnOnce(CancellationToken) -> BoxFuture<'static, ()> + Send>;
 
 impl ServiceApp {
     pub fn new(name: &'static str) -> Self {
@@ -48,7 +53,17 @@ impl ServiceApp {
             http: Router::new(),
             readiness: Vec::new(),
             metrics: Metrics::new(name),
+            background: Vec::new(),
         }
+    }
+
+    /// Adds background work started with the server and stopped after it drains.
+    pub fn background(
+        mut self,
+        task: impl FnOnce(CancellationToken) -> BoxFuture<'static, ()> + Send + 'static,
+    ) -> Self {
+        self.background.push(Box::new(task));
+        self
     }
 
     pub fn name(&self) -> &'static str {
@@ -92,7 +107,8 @@ impl ServiceApp {
 
     /// Builds the router: the service's routes plus probes, metrics and gRPC health. Done
     /// before serving, so that a wiring mistake fails start-up instead of a serving task.
-    pub async fn into_router(self) -> Router {
+    pub async fn into_router(mut self) -> (Router, Vec<BackgroundTask>) {
+        let background = std::mem::take(&mut self.background);
         let (reporter, health_service) = tonic_health::server::health_reporter();
         for name in &self.grpc_names {
             reporter
@@ -117,7 +133,7 @@ impl ServiceApp {
                 readiness: Arc::new(self.readiness),
                 metrics: self.metrics,
             });
-        grpc.merge(self.http).merge(probes)
+        (grpc.merge(self.http).merge(probes), background)
     }
 }
 
@@ -172,13 +188,17 @@ async fn metrics(State(probes): State<Probes>) -> impl IntoResponse {
 pub struct PreparedApp {
     pub name: &'static str,
     router: Router,
+    background: Vec<BackgroundTask>,
 }
 
 impl ServiceApp {
     pub async fn prepare(self) -> PreparedApp {
+        let name = self.name;
+        let (router, background) = self.into_router().await;
         PreparedApp {
-            name: self.name,
-            router: self.into_router().await,
+            name,
+            router,
+            background,
         }
     }
 }
@@ -191,9 +211,21 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let name = app.name;
     tracing::info!(service = name, addr = %listener.local_addr()?, "serving");
-    axum::serve(listener, app.router)
+    // Background work stops after the server: a request in flight may still enqueue events.
+    let background_stop = CancellationToken::new();
+    let background: Vec<_> = app
+        .background
+        .into_iter()
+        .map(|task| tokio::spawn(task(background_stop.clone())))
+        .collect();
+    let served = axum::serve(listener, app.router)
         .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+        .await;
+    background_stop.cancel();
+    for task in background {
+        let _ = task.await;
+    }
+    served?;
     tracing::info!(service = name, "stopped");
     Ok(())
 }
@@ -201,10 +233,20 @@ pub async fn serve(
 /// A lazily connected channel to a peer service; calls fail fast with UNAVAILABLE while the
 /// peer is down instead of hanging, and succeed again once it is back.
 pub fn peer_channel(url: &Setting<String>) -> Result<Channel, ConfigError> {
-    let endpoint = Endpoint::from_shared(url.value.clone())
+    Ok(peer_endpoint(url)?
+        .timeout(Duration::from_secs(10))
+        .connect_lazy())
+}
+
+/// As [`peer_channel`], without a per-request timeout: for server streams that stay open.
+pub fn peer_channel_for_streams(url: &Setting<String>) -> Result<Channel, ConfigError> {
+    Ok(peer_endpoint(url)?.connect_lazy())
+}
+
+fn peer_endpoint(url: &Setting<String>) -> Result<Endpoint, ConfigError> {
+    Ok(Endpoint::from_shared(url.value.clone())
         .map_err(|e| url.problem(format!("not a valid URL: {e}")))?
         .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(10))
-        .tcp_nodelay(true);
-    Ok(endpoint.connect_lazy())
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30)))
 }

@@ -10,7 +10,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use oba_kit::auth::ensure_dev_keypair;
+use oba_kit::bus::{Bus, InProcessBus};
 use oba_kit::config::{ConfigError, Env, Setting};
 use oba_kit::db::{self, DbConfig};
 use oba_kit::server::{self, ServiceApp};
@@ -25,15 +28,19 @@ pub enum Service {
     PostService,
     CommentService,
     LikeService,
+    RankService,
+    NotificationService,
     BlogAggregator,
 }
 
 impl Service {
-    pub const ALL: [Service; 5] = [
+    pub const ALL: [Service; 7] = [
         Self::UserService,
         Self::PostService,
         Self::CommentService,
         Self::LikeService,
+        Self::RankService,
+        Self::NotificationService,
         Self::BlogAggregator,
     ];
 
@@ -43,32 +50,45 @@ impl Service {
             Self::PostService => post_service::NAME,
             Self::CommentService => comment_service::NAME,
             Self::LikeService => like_service::NAME,
+            Self::RankService => rank_service::NAME,
+            Self::NotificationService => notification_service::NAME,
             Self::BlogAggregator => blog_aggregator::NAME,
         }
     }
 
-    /// Reads the service's configuration from `env` and builds it.
-    pub async fn app(self, env: &mut Env) -> Result<ServiceApp, ConfigError> {
+    /// Reads the service's configuration from `env` and builds it; `bus` is the shared
+    /// in-process bus of `oba up` (None when the service runs alone).
+    pub async fn app(self, env: &mut Env, bus: Option<Bus>) -> Result<ServiceApp, ConfigError> {
         match self {
             Self::UserService => {
                 let config = user_service::Config::from_env(env);
                 env.finish()?;
-                user_service::app(&config).await
+                user_service::app(&config, bus).await
             }
             Self::PostService => {
                 let config = post_service::Config::from_env(env);
                 env.finish()?;
-                post_service::app(&config).await
+                post_service::app(&config, bus).await
             }
             Self::CommentService => {
                 let config = comment_service::Config::from_env(env);
                 env.finish()?;
-                comment_service::app(&config).await
+                comment_service::app(&config, bus).await
             }
             Self::LikeService => {
                 let config = like_service::Config::from_env(env);
                 env.finish()?;
-                like_service::app(&config).await
+                like_service::app(&config, bus).await
+            }
+            Self::RankService => {
+                let config = rank_service::Config::from_env(env);
+                env.finish()?;
+                rank_service::app(&config, bus).await
+            }
+            Self::NotificationService => {
+                let config = notification_service::Config::from_env(env);
+                env.finish()?;
+                notification_service::app(&config, bus).await
             }
             Self::BlogAggregator => {
                 let config = blog_aggregator::Config::from_env(env);
@@ -88,6 +108,8 @@ impl Service {
             Self::PostService => drop(post_service::Config::from_env(&mut env)),
             Self::CommentService => drop(comment_service::Config::from_env(&mut env)),
             Self::LikeService => drop(like_service::Config::from_env(&mut env)),
+            Self::RankService => drop(rank_service::Config::from_env(&mut env)),
+            Self::NotificationService => drop(notification_service::Config::from_env(&mut env)),
             Self::BlogAggregator => drop(blog_aggregator::Config::from_env(&mut env)),
         }
         env.read_settings()
@@ -119,6 +141,16 @@ impl Service {
                 db::connect_and_migrate::<like_service::storage::migration::Migrator>(&config)
                     .await?
             }
+            Self::RankService => {
+                db::connect_and_migrate::<rank_service::storage::migration::Migrator>(&config)
+                    .await?
+            }
+            Self::NotificationService => {
+                db::connect_and_migrate::<notification_service::storage::migration::Migrator>(
+                    &config,
+                )
+                .await?
+            }
             Self::BlogAggregator => {
                 return Err(StartError::Io(format!("{} has no database", self.name())));
             }
@@ -136,6 +168,8 @@ impl Service {
             Self::PostService => 2,
             Self::CommentService => 3,
             Self::LikeService => 4,
+            Self::RankService => 5,
+            Self::NotificationService => 6,
         }
     }
 
@@ -146,6 +180,8 @@ impl Service {
             Self::PostService => Some("OBA_POST_SERVICE_URL"),
             Self::CommentService => Some("OBA_COMMENT_SERVICE_URL"),
             Self::LikeService => Some("OBA_LIKE_SERVICE_URL"),
+            Self::RankService => Some("OBA_RANK_SERVICE_URL"),
+            Self::NotificationService => Some("OBA_NOTIFICATION_SERVICE_URL"),
             Self::BlogAggregator => None,
         }
     }
@@ -157,6 +193,8 @@ impl Service {
             Self::PostService => Some("post.db"),
             Self::CommentService => Some("comment.db"),
             Self::LikeService => Some("like.db"),
+            Self::RankService => Some("rank.db"),
+            Self::NotificationService => Some("notification.db"),
             Self::BlogAggregator => None,
         }
     }
@@ -275,6 +313,8 @@ impl System {
         }
 
         let env = up_env(&config, &addrs)?;
+        // One in-process bus for all services, unless OBA_BUS_URL names a real one.
+        let bus: Bus = Arc::new(InProcessBus::default());
         let mut apps = Vec::new();
         for service in Service::ALL
             .into_iter()
@@ -285,7 +325,8 @@ impl System {
                 let db = DbConfig::sqlite_file(&data_dir.key, &data_dir.value.join(file));
                 env.default_to("OBA_DATABASE_URL", db.url.value);
             }
-            apps.push((service, service.app(&mut env).await?.prepare().await));
+            let app = service.app(&mut env, Some(bus.clone())).await?;
+            apps.push((service, app.prepare().await));
         }
 
         let failed = CancellationToken::new();
@@ -455,7 +496,7 @@ pub async fn serve(
 ) -> Result<(), StartError> {
     let listen: Setting<SocketAddr> =
         env.parsed("OBA_LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)));
-    let app = service.app(&mut env).await?.prepare().await;
+    let app = service.app(&mut env, None).await?.prepare().await;
     let listener = TcpListener::bind(listen.value)
         .await
         .map_err(|e| listen.problem(format!("cannot listen on {}: {e}", listen.value)))?;

@@ -653,7 +653,9 @@ async fn system_status_reports_every_service(app: TestSystem) {
             "user-service",
             "post-service",
             "comment-service",
-            "like-service"
+            "like-service",
+            "rank-service",
+            "notification-service"
         ]
     );
     for service in services {

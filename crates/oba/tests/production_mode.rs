@@ -54,7 +54,10 @@ async fn status(app: &TestSystem, service: Service, path: &str) -> u16 {
 }
 
 #[tokio::test]
-#[cfg_attr(not(oba_test_postgres), ignore = "needs OBA_TEST_DATABASE_URL")]
+#[cfg_attr(
+    not(oba_test_postgres),
+    ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
+)]
 async fn a_stopped_service_fails_fast_with_unavailable_and_recovers_when_back() {
     let mut app = TestSystem::start_production().await;
     let (token, _) = app.register("lena").await;
@@ -82,7 +85,10 @@ async fn a_stopped_service_fails_fast_with_unavailable_and_recovers_when_back() 
 }
 
 #[tokio::test]
-#[cfg_attr(not(oba_test_postgres), ignore = "needs OBA_TEST_DATABASE_URL")]
+#[cfg_attr(
+    not(oba_test_postgres),
+    ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
+)]
 async fn a_database_outage_fails_cleanly_and_recovers_without_restarting_anything() {
     let mut app = TestSystem::start_production_with_db_proxy().await;
     let (token, _) = app.register("mona").await;

@@ -32,6 +32,24 @@ pub mod like {
     }
 }
 
+pub mod event {
+    pub mod v1 {
+        tonic::include_proto!("oba.event.v1");
+    }
+}
+
+pub mod rank {
+    pub mod v1 {
+        tonic::include_proto!("oba.rank.v1");
+    }
+}
+
+pub mod notification {
+    pub mod v1 {
+        tonic::include_proto!("oba.notification.v1");
+    }
+}
+
 /// Conversions between protobuf timestamps and `chrono` times.
 pub mod time {
     use chrono::{DateTime, Utc};

@@ -45,6 +45,8 @@ impl Config {
                 post_service: env.required("OBA_POST_SERVICE_URL"),
                 comment_service: env.required("OBA_COMMENT_SERVICE_URL"),
                 like_service: env.required("OBA_LIKE_SERVICE_URL"),
+                rank_service: env.required("OBA_RANK_SERVICE_URL"),
+                notification_service: env.required("OBA_NOTIFICATION_SERVICE_URL"),
             },
             token_public_key: env.required("OBA_TOKEN_PUBLIC_KEY_FILE").map(PathBuf::from),
             cors_allowed_origins: env
@@ -94,6 +96,7 @@ pub async fn app(config: &Config) -> Result<ServiceApp, ConfigError> {
     let graphql = Router::new()
         .route("/graphql", post(graphql::graphql_handler))
         .route("/graphiql", get(graphql::graphiql))
+        .route("/graphql/ws", get(graphql::graphql_ws))
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES));
     let rest = rest

@@ -1,10 +1,12 @@
 //! gRPC clients of the internal services the edge composes.
 
 use oba_kit::config::{ConfigError, Setting};
-use oba_kit::server::peer_channel;
+use oba_kit::server::{peer_channel, peer_channel_for_streams};
 use oba_proto::comment::v1::comment_service_client::CommentServiceClient;
 use oba_proto::like::v1::like_service_client::LikeServiceClient;
+use oba_proto::notification::v1::notification_service_client::NotificationServiceClient;
 use oba_proto::post::v1::post_service_client::PostServiceClient;
+use oba_proto::rank::v1::rank_service_client::RankServiceClient;
 use oba_proto::user::v1::user_service_client::UserServiceClient;
 use tonic::transport::Channel;
 
@@ -15,6 +17,8 @@ pub struct PeerUrls {
     pub post_service: Setting<String>,
     pub comment_service: Setting<String>,
     pub like_service: Setting<String>,
+    pub rank_service: Setting<String>,
+    pub notification_service: Setting<String>,
 }
 
 /// One shared, lazily connected channel per peer; cloning a client is cheap.
@@ -24,6 +28,8 @@ pub struct Peers {
     pub posts: PostServiceClient<Channel>,
     pub comments: CommentServiceClient<Channel>,
     pub likes: LikeServiceClient<Channel>,
+    pub ranks: RankServiceClient<Channel>,
+    pub notifications: NotificationServiceClient<Channel>,
     /// Every peer by name, for health and version checks.
     pub channels: Vec<(&'static str, Channel)>,
 }
@@ -34,16 +40,23 @@ impl Peers {
         let posts = peer_channel(&urls.post_service)?;
         let comments = peer_channel(&urls.comment_service)?;
         let likes = peer_channel(&urls.like_service)?;
+        let ranks = peer_channel(&urls.rank_service)?;
+        // Watch streams stay open for as long as a subscriber listens: no request timeout.
+        let notifications = peer_channel_for_streams(&urls.notification_service)?;
         Ok(Self {
             users: UserServiceClient::new(users.clone()),
             posts: PostServiceClient::new(posts.clone()),
             comments: CommentServiceClient::new(comments.clone()),
             likes: LikeServiceClient::new(likes.clone()),
+            ranks: RankServiceClient::new(ranks.clone()),
+            notifications: NotificationServiceClient::new(notifications.clone()),
             channels: vec![
                 ("user-service", users),
                 ("post-service", posts),
                 ("comment-service", comments),
                 ("like-service", likes),
+                ("rank-service", ranks),
+                ("notification-service", notifications),
             ],
         })
     }

@@ -31,8 +31,12 @@ impl CommentService for CommentGrpc {
         let req = request.into_inner();
         let post_id = parse_id("post_id", &req.post_id)?;
         let author_id = parse_id("author_id", &req.author_id)?;
+        let post_author_id = parse_optional_id("post_author_id", &req.post_author_id)?;
         let body = parse_body(&req.body)?;
-        let comment = self.store.add(post_id, author_id, body).await?;
+        let comment = self
+            .store
+            .add(post_id, post_author_id, author_id, body)
+            .await?;
         Ok(Response::new(comment_message(comment)))
     }
 

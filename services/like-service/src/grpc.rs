@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::domain::{LikeCounts, summarize};
-use crate::storage::LikeStore;
+use crate::storage::{LikeKey, LikeStore};
 
 pub struct LikeGrpc {
     store: LikeStore,
@@ -33,11 +33,12 @@ impl LikeGrpc {
     }
 }
 
-fn parse_like(req: &pb::LikeRequest) -> Result<(Uuid, Uuid), Status> {
-    Ok((
-        parse_id("post_id", &req.post_id)?,
-        parse_id("user_id", &req.user_id)?,
-    ))
+fn parse_like(req: &pb::LikeRequest) -> Result<LikeKey, Status> {
+    Ok(LikeKey {
+        post_id: parse_id("post_id", &req.post_id)?,
+        user_id: parse_id("user_id", &req.user_id)?,
+        post_author_id: parse_optional_id("post_author_id", &req.post_author_id)?,
+    })
 }
 
 #[tonic::async_trait]
@@ -46,18 +47,22 @@ impl LikeService for LikeGrpc {
         &self,
         request: Request<pb::LikeRequest>,
     ) -> Result<Response<pb::LikeSummary>, Status> {
-        let (post_id, user_id) = parse_like(request.get_ref())?;
-        self.store.like(post_id, user_id).await?;
-        Ok(Response::new(self.summary(post_id, user_id).await?))
+        let like = parse_like(request.get_ref())?;
+        self.store.like(like).await?;
+        Ok(Response::new(
+            self.summary(like.post_id, like.user_id).await?,
+        ))
     }
 
     async fn unlike(
         &self,
         request: Request<pb::LikeRequest>,
     ) -> Result<Response<pb::LikeSummary>, Status> {
-        let (post_id, user_id) = parse_like(request.get_ref())?;
-        self.store.unlike(post_id, user_id).await?;
-        Ok(Response::new(self.summary(post_id, user_id).await?))
+        let like = parse_like(request.get_ref())?;
+        self.store.unlike(like).await?;
+        Ok(Response::new(
+            self.summary(like.post_id, like.user_id).await?,
+        ))
     }
 
     async fn count_likes(

@@ -112,6 +112,15 @@ impl PostService for PostGrpc {
         }))
     }
 
+    async fn record_view(
+        &self,
+        request: Request<pb::RecordViewRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let post_id = parse_id("post_id", &request.into_inner().post_id)?;
+        self.store.record_view(post_id).await?;
+        Ok(Response::new(Empty {}))
+    }
+
     async fn list_tags(&self, _: Request<Empty>) -> Result<Response<pb::TagList>, Status> {
         Ok(Response::new(pb::TagList {
             tags: self.store.tags().await?,

@@ -24,7 +24,7 @@ pub const ADMIN_PASSWORD: &str = "admin-password";
 
 enum Backend {
     Embedded(Option<System>),
-    Production(Processes),
+    Production(Box<Processes>),
 }
 
 pub struct TestSystem {
@@ -72,22 +72,36 @@ impl TestSystem {
 
     /// Separate `oba serve` processes on fresh PostgreSQL databases (`OBA_TEST_DATABASE_URL`).
     pub async fn start_production() -> Self {
-        Self::production(false).await
+        Self::production(false, false).await
     }
 
     /// As [`start_production`], with the database reached through a proxy the test can cut.
     pub async fn start_production_with_db_proxy() -> Self {
-        Self::production(true).await
+        Self::production(true, false).await
     }
 
-    async fn production(with_db_proxy: bool) -> Self {
+    /// As [`start_production`], with NATS reached through a proxy the test can cut.
+    pub async fn start_production_with_bus_proxy() -> Self {
+        Self::production(false, true).await
+    }
+
+    async fn production(with_db_proxy: bool, with_bus_proxy: bool) -> Self {
         let admin_url = std::env::var("OBA_TEST_DATABASE_URL")
             .expect("OBA_TEST_DATABASE_URL must be set for production-mode tests");
+        let bus_url = std::env::var("OBA_TEST_NATS_URL")
+            .expect("OBA_TEST_NATS_URL must be set for production-mode tests");
         let tmp = tempfile::tempdir().expect("tempdir");
-        let processes = Processes::start(admin_url, tmp.path(), with_db_proxy).await;
+        let processes = Processes::start(
+            admin_url,
+            bus_url,
+            tmp.path(),
+            with_db_proxy,
+            with_bus_proxy,
+        )
+        .await;
         Self {
             url: processes.edge_url(),
-            backend: Backend::Production(processes),
+            backend: Backend::Production(Box::new(processes)),
             http: reqwest::Client::new(),
             data_dir: tmp.path().to_owned(),
             _tmp: Some(tmp),
@@ -289,7 +303,7 @@ macro_rules! scenarios {
         mod production {
             $(
                 #[tokio::test]
-                #[cfg_attr(not(oba_test_postgres), ignore = "needs OBA_TEST_DATABASE_URL")]
+                #[cfg_attr(not(oba_test_postgres), ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL")]
                 async fn $name() {
                     super::$name(super::support::TestSystem::start_production().await).await;
                 }

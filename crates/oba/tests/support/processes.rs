@@ -26,9 +26,14 @@ pub struct Processes {
     env: Vec<(String, String)>,
     database_urls: BTreeMap<Service, String>,
     admin_url: String,
+    bus_url: String,
+    /// Database-name prefix and bus namespace (stream) of this run.
+    tag: String,
     log_dir: PathBuf,
     /// Between the services and PostgreSQL, to cut the database off in outage tests.
     pub db_proxy: Option<TcpProxy>,
+    /// Between the services and NATS, to cut the bus off.
+    pub bus_proxy: Option<TcpProxy>,
 }
 
 fn oba_command(args: &[&str], env: &[(String, String)], log: &Path) -> Command {
@@ -53,7 +58,13 @@ fn oba_command(args: &[&str], env: &[(String, String)], log: &Path) -> Command {
 
 impl Processes {
     /// Starts user-service, post-service and the edge as separate processes on PostgreSQL.
-    pub async fn start(admin_url: String, data_dir: &Path, with_db_proxy: bool) -> Self {
+    pub async fn start(
+        admin_url: String,
+        bus_url: String,
+        data_dir: &Path,
+        with_db_proxy: bool,
+        with_bus_proxy: bool,
+    ) -> Self {
         let (keys, _) = ensure_dev_keypair(data_dir).expect("keys");
         let run = uuid::Uuid::now_v7().simple().to_string();
         let tag = format!("oba_t{}", &run[run.len() - 10..]);
@@ -69,6 +80,15 @@ impl Processes {
         } else {
             None
         };
+        let bus_proxy = if with_bus_proxy {
+            let target = bus_url.trim_start_matches("nats://");
+            Some(TcpProxy::start(target.parse().expect("host:port in OBA_TEST_NATS_URL")).await)
+        } else {
+            None
+        };
+        let service_bus_url = bus_proxy
+            .as_ref()
+            .map_or_else(|| bus_url.clone(), |p| format!("nats://{}", p.addr));
         let mut processes = Self {
             children: BTreeMap::new(),
             addrs: BTreeMap::new(),
@@ -88,11 +108,16 @@ impl Processes {
                     "http://localhost:4100".into(),
                 ),
                 ("OBA_ADMIN_PASSWORD".into(), super::ADMIN_PASSWORD.into()),
+                ("OBA_BUS_URL".into(), service_bus_url),
+                ("OBA_BUS_NAMESPACE".into(), tag.clone()),
             ],
             database_urls: BTreeMap::new(),
             admin_url: admin_url.clone(),
+            bus_url: bus_url.clone(),
+            tag: tag.clone(),
             log_dir: data_dir.to_owned(),
             db_proxy,
+            bus_proxy,
         };
         for service in Service::ALL
             .into_iter()
@@ -182,6 +207,13 @@ impl Processes {
         format!("http://{}", self.addrs[&Service::BlogAggregator])
     }
 
+    /// Kills one service with SIGKILL: no draining, no clean-up, whatever it was doing.
+    pub async fn kill_service(&mut self, service: Service) {
+        if let Some(mut child) = self.children.remove(&service) {
+            child.kill().await.expect("kill");
+        }
+    }
+
     /// Stops one service with SIGTERM and waits for it to exit; it must exit 0.
     pub async fn stop_service(&mut self, service: Service) {
         let Some(mut child) = self.children.remove(&service) else {
@@ -233,6 +265,7 @@ impl Drop for Processes {
             .filter_map(|u| u.rsplit_once('/').map(|(_, n)| n.to_owned()))
             .collect();
         let admin_url = self.admin_url.clone();
+        let (bus_url, stream) = (self.bus_url.clone(), self.tag.clone());
         // Drop runs inside the test's runtime, which must not block: use a thread of its own.
         let dropped = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -250,6 +283,12 @@ impl Drop for Processes {
                         .execute(&mut admin)
                         .await
                         .expect("drop test database");
+                }
+                // The run's JetStream stream goes with it (it may never have been created).
+                if let Ok(client) = async_nats::connect(bus_url.as_str()).await {
+                    let _ = async_nats::jetstream::new(client)
+                        .delete_stream(&stream)
+                        .await;
                 }
             });
         });

@@ -18,7 +18,9 @@ use oba_kit::auth::Actor;
 use oba_proto::comment::v1 as comment_pb;
 use oba_proto::common::v1::{Empty, IdSet};
 use oba_proto::like::v1 as like_pb;
+use oba_proto::notification::v1 as notification_pb;
 use oba_proto::post::v1 as post_pb;
+use oba_proto::rank::v1 as rank_pb;
 use oba_proto::user::v1 as user_pb;
 use tonic::transport::Channel;
 
@@ -385,6 +387,127 @@ impl BlogApi {
             .tags)
     }
 
+    /// A post as read by a person (GraphQL `post`, REST article GET): also records the view
+    /// for trending, without making the reader wait for it or fail with it.
+    pub async fn read_post(&self, slug: &str) -> ApiResult<post_pb::Post> {
+        let post = self.post(slug).await?;
+        let mut posts = self.peers.posts.clone();
+        let request = post_pb::RecordViewRequest {
+            post_id: post.id.clone(),
+        };
+        tokio::spawn(async move {
+            if let Err(status) = posts.record_view(request).await {
+                tracing::debug!(%status, "view not recorded");
+            }
+        });
+        Ok(post)
+    }
+
+    /// The `first` trending posts, best first.
+    pub async fn trending(&self, first: u32) -> ApiResult<Vec<post_pb::Post>> {
+        let ranked = self
+            .peers
+            .ranks
+            .clone()
+            .trending(rank_pb::TrendingRequest { first })
+            .await?
+            .into_inner()
+            .posts;
+        if ranked.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = ranked.iter().map(|r| r.post_id.clone()).collect();
+        let request = post_pb::ListPostsRequest {
+            first: first.max(1),
+            post_ids: Some(IdSet { ids: ids.clone() }),
+            ..Default::default()
+        };
+        let mut by_id: std::collections::HashMap<String, post_pb::Post> = self
+            .peers
+            .posts
+            .clone()
+            .list_posts(request)
+            .await?
+            .into_inner()
+            .posts
+            .into_iter()
+            .map(|p| (p.id.clone(), p))
+            .collect();
+        // In rank order; a post deleted since it was ranked is left out.
+        Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+    }
+
+    pub async fn notifications(
+        &self,
+        first: u32,
+        after: Option<String>,
+        unread_only: bool,
+    ) -> ApiResult<notification_pb::NotificationPage> {
+        let request = notification_pb::ListNotificationsRequest {
+            recipient_id: self.actor()?.user_id.to_string(),
+            first,
+            after: after.unwrap_or_default(),
+            unread_only,
+        };
+        Ok(self
+            .peers
+            .notifications
+            .clone()
+            .list_notifications(request)
+            .await?
+            .into_inner())
+    }
+
+    pub async fn mark_notifications_read(&self) -> ApiResult<u64> {
+        let request = notification_pb::MarkReadRequest {
+            recipient_id: self.actor()?.user_id.to_string(),
+        };
+        Ok(self
+            .peers
+            .notifications
+            .clone()
+            .mark_read(request)
+            .await?
+            .into_inner()
+            .marked)
+    }
+
+    /// The caller's new notifications as they happen (a server stream from notification-service).
+    pub async fn watch_notifications(
+        &self,
+    ) -> ApiResult<tonic::Streaming<notification_pb::Notification>> {
+        let request = notification_pb::WatchNotificationsRequest {
+            recipient_id: self.actor()?.user_id.to_string(),
+        };
+        Ok(self
+            .peers
+            .notifications
+            .clone()
+            .watch_notifications(request)
+            .await?
+            .into_inner())
+    }
+
+    /// One post by id (a notification's post); None when it is gone.
+    pub async fn post_by_id(&self, post_id: &str) -> ApiResult<Option<post_pb::Post>> {
+        let request = post_pb::ListPostsRequest {
+            first: 1,
+            post_ids: Some(IdSet {
+                ids: vec![post_id.to_owned()],
+            }),
+            ..Default::default()
+        };
+        Ok(self
+            .peers
+            .posts
+            .clone()
+            .list_posts(request)
+            .await?
+            .into_inner()
+            .posts
+            .pop())
+    }
+
     // ---- likes ----
 
     pub async fn like(&self, slug: &str) -> ApiResult<post_pb::Post> {
@@ -392,6 +515,7 @@ impl BlogApi {
         let request = like_pb::LikeRequest {
             post_id: post.id.clone(),
             user_id,
+            post_author_id: post.author_id.clone(),
         };
         self.peers.likes.clone().like(request).await?;
         self.likes.clear::<String>();
@@ -403,6 +527,7 @@ impl BlogApi {
         let request = like_pb::LikeRequest {
             post_id: post.id.clone(),
             user_id,
+            post_author_id: post.author_id.clone(),
         };
         self.peers.likes.clone().unlike(request).await?;
         self.likes.clear::<String>();
@@ -438,6 +563,7 @@ impl BlogApi {
             post_id: post.id,
             author_id,
             body,
+            post_author_id: post.author_id,
         };
         let comment = self
             .peers

@@ -3,13 +3,15 @@
 
 pub mod types;
 
+use async_graphql::connection::{Connection, Edge};
 use async_graphql::http::GraphiQLSource;
-use async_graphql::{Context, EmptySubscription, ErrorExtensions, ID, Object, Schema};
+use async_graphql::{Context, ErrorExtensions, ID, Object, Schema, Subscription};
 use async_graphql_axum::rejection::GraphQLRejection;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
+use futures::{Stream, StreamExt};
 use oba_kit::ErrorCode;
 use oba_kit::auth::TokenVerifier;
 use oba_kit::page::PAGE_MAX;
@@ -19,16 +21,17 @@ use crate::compose::{ApiError, ApiResult, BlogApi, PostFacts, PostInput, PostQue
 use crate::peers::Peers;
 use crate::viewer::Viewer;
 use types::{
-    AuthPayload, Comment, CreatePostInput, LoginInput, Post, PostConnection, Profile,
-    RegisterInput, ServiceStatus, UpdateMeInput, UpdatePostInput, User, post_connection,
+    AuthPayload, Comment, CreatePostInput, LoginInput, Notification, NotificationConnection, Post,
+    PostConnection, Profile, RegisterInput, ServiceStatus, UpdateMeInput, UpdatePostInput, User,
+    post_connection,
 };
 
-pub type BlogSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type BlogSchema = Schema<Query, Mutation, Subscription>;
 
 const PAGE_DEFAULT: u32 = 20;
 
 pub fn schema() -> BlogSchema {
-    Schema::build(Query, Mutation, EmptySubscription)
+    Schema::build(Query, Mutation, Subscription)
         // Bounds on what one document may cost, so a hostile query cannot exhaust the edge.
         .limit_depth(12)
         .limit_complexity(5_000)
@@ -89,9 +92,45 @@ impl Query {
         Ok(api(ctx)?.profile(&username).await.gql()?.into())
     }
 
-    /// One post by its slug.
+    /// One post by its slug (counts as a view for trending).
     async fn post(&self, ctx: &Context<'_>, slug: String) -> async_graphql::Result<Post> {
-        Ok(Post(api(ctx)?.post(&slug).await.gql()?))
+        Ok(Post(api(ctx)?.read_post(&slug).await.gql()?))
+    }
+
+    /// The hottest posts now, best first (see rank-service for the formula). `first` is 1
+    /// to 100 (default 10).
+    async fn trending(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+    ) -> async_graphql::Result<Vec<Post>> {
+        let first = page_size(Some(first.unwrap_or(10)))?;
+        let api = api(ctx)?;
+        let posts = api.trending(first).await.gql()?;
+        api.prefetch(&posts, list_facts(ctx, false)).await.gql()?;
+        Ok(posts.into_iter().map(Post).collect())
+    }
+
+    /// The signed-in user's notifications, newest first.
+    async fn notifications(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        unread_only: Option<bool>,
+    ) -> async_graphql::Result<NotificationConnection> {
+        let has_previous_page = after.is_some();
+        let page = api(ctx)?
+            .notifications(page_size(first)?, after, unread_only.unwrap_or(false))
+            .await
+            .gql()?;
+        let mut connection = Connection::new(has_previous_page, page.has_next_page);
+        connection.edges.extend(
+            page.notifications
+                .into_iter()
+                .map(|n| Edge::new(n.id.to_string(), Notification(n))),
+        );
+        Ok(connection)
     }
 
     /// Posts, newest first, optionally only those with `tag`, by `author` or liked by
@@ -251,6 +290,11 @@ impl Mutation {
         Ok(Post(api(ctx)?.like(&slug).await.gql()?))
     }
 
+    /// Marks all the signed-in user's notifications read; returns how many were unread.
+    async fn mark_notifications_read(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
+        api(ctx)?.mark_notifications_read().await.gql()
+    }
+
     /// Takes a like back; unliking a post not liked changes nothing.
     async fn unlike_post(&self, ctx: &Context<'_>, slug: String) -> async_graphql::Result<Post> {
         Ok(Post(api(ctx)?.unlike(&slug).await.gql()?))
@@ -291,15 +335,42 @@ async fn post_page(
 
 /// Which per-post facts the selection of a post connection mentions.
 fn wanted_facts(ctx: &Context<'_>) -> PostFacts {
+    list_facts(ctx, true)
+}
+
+/// Which per-post facts a selection of posts mentions, as a connection or a plain list.
+fn list_facts(ctx: &Context<'_>, connection: bool) -> PostFacts {
     let look = ctx.look_ahead();
     let wants = |field: &str| {
-        look.field("edges").field("node").field(field).exists()
-            || look.field("nodes").field(field).exists()
+        if connection {
+            look.field("edges").field("node").field(field).exists()
+                || look.field("nodes").field(field).exists()
+        } else {
+            look.field(field).exists()
+        }
     };
     PostFacts {
         authors: wants("author"),
         likes: wants("likeCount") || wants("likedByMe"),
         comment_counts: wants("commentCount"),
+    }
+}
+
+pub struct Subscription;
+
+#[Subscription]
+impl Subscription {
+    /// The signed-in user's new notifications as they happen (graphql-transport-ws at
+    /// `/graphql/ws`; send the token as `{"Authorization": "Bearer <token>"}` in
+    /// `connection_init`).
+    async fn notification_added(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<impl Stream<Item = Notification> + use<>> {
+        let stream = api(ctx)?.watch_notifications().await.gql()?;
+        Ok(stream
+            .take_while(|n| std::future::ready(n.is_ok()))
+            .filter_map(|n| async move { n.ok().map(Notification) }))
     }
 }
 
@@ -374,7 +445,59 @@ fn error_response(status: StatusCode, code: ErrorCode, message: &str) -> Respons
 
 /// `GET /graphiql`: the in-browser IDE.
 pub async fn graphiql() -> impl IntoResponse {
-    Html(GraphiQLSource::build().endpoint("/graphql").finish())
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .finish(),
+    )
+}
+
+/// The token of a WebSocket client: `Authorization` (or `authorization`) in the
+/// `connection_init` payload, or under its `headers`; `Bearer` or `Token`.
+fn init_token(payload: &serde_json::Value) -> Option<String> {
+    let holder = payload.get("headers").unwrap_or(payload);
+    let value = holder
+        .get("Authorization")
+        .or_else(|| holder.get("authorization"))?
+        .as_str()?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("Token "))
+        .map(|t| t.trim().to_owned())
+}
+
+/// `GET /graphql/ws`: subscriptions over WebSocket; the caller is verified at
+/// `connection_init`, and a bad token closes the connection.
+pub async fn graphql_ws(
+    State(state): State<GraphqlState>,
+    protocol: async_graphql_axum::GraphQLProtocol,
+    upgrade: axum::extract::WebSocketUpgrade,
+) -> Response {
+    upgrade
+        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |stream| {
+            let GraphqlState {
+                schema,
+                peers,
+                verifier,
+            } = state;
+            async_graphql_axum::GraphQLWebSocket::new(stream, schema, protocol)
+                .on_connection_init(move |payload| async move {
+                    let viewer = match init_token(&payload) {
+                        None => Viewer::Anonymous,
+                        Some(token) => verifier
+                            .verify(&token)
+                            .map(Viewer::User)
+                            .map_err(|e| async_graphql::Error::new(e.to_string()))?,
+                    };
+                    let mut data = async_graphql::Data::default();
+                    data.insert(BlogApi::new(peers, viewer));
+                    Ok(data)
+                })
+                .serve()
+        })
+        .into_response()
 }
 
 #[cfg(test)]
@@ -395,6 +518,15 @@ mod tests {
             committed == sdl,
             "schema.graphql is stale: run OBA_UPDATE_SCHEMA=1 cargo test -p blog-aggregator"
         );
+    }
+
+    #[test]
+    fn token_is_read_from_connection_init() {
+        let payload = serde_json::json!({ "Authorization": "Bearer abc" });
+        assert_eq!(init_token(&payload), Some("abc".to_owned()));
+        let payload = serde_json::json!({ "headers": { "authorization": "Token xyz" } });
+        assert_eq!(init_token(&payload), Some("xyz".to_owned()));
+        assert_eq!(init_token(&serde_json::json!({})), None);
     }
 
     #[test]

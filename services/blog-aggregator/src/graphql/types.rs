@@ -5,6 +5,7 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use oba_proto::comment::v1 as comment_pb;
+use oba_proto::notification::v1 as notification_pb;
 use oba_proto::post::v1 as post_pb;
 use oba_proto::time::datetime;
 use oba_proto::user::v1 as user_pb;
@@ -272,4 +273,58 @@ pub struct UpdatePostInput {
 
 fn non_empty(s: String) -> Option<String> {
     if s.is_empty() { None } else { Some(s) }
+}
+
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum NotificationKind {
+    /// The actor followed you.
+    Followed,
+    /// The actor commented on your post.
+    Commented,
+    /// The actor liked your post.
+    Liked,
+    /// The actor, whom you follow, published a post.
+    Published,
+}
+
+pub type NotificationConnection = Connection<String, Notification>;
+
+pub struct Notification(pub notification_pb::Notification);
+
+#[Object]
+impl Notification {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn kind(&self) -> NotificationKind {
+        match self.0.kind() {
+            notification_pb::Kind::Followed => NotificationKind::Followed,
+            notification_pb::Kind::Commented => NotificationKind::Commented,
+            notification_pb::Kind::Liked => NotificationKind::Liked,
+            notification_pb::Kind::Published | notification_pb::Kind::Unspecified => {
+                NotificationKind::Published
+            }
+        }
+    }
+    /// Who did it.
+    async fn actor(&self, ctx: &Context<'_>) -> async_graphql::Result<Profile> {
+        Ok(api(ctx)?
+            .profile_by_id(&self.0.actor_id)
+            .await
+            .gql()?
+            .into())
+    }
+    /// The post it is about (none for follows, or when the post is gone).
+    async fn post(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Post>> {
+        if self.0.post_id.is_empty() {
+            return Ok(None);
+        }
+        Ok(api(ctx)?.post_by_id(&self.0.post_id).await.gql()?.map(Post))
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        datetime(self.0.created_at.as_ref())
+    }
+    async fn read(&self) -> bool {
+        self.0.read
+    }
 }

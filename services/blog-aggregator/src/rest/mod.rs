@@ -246,7 +246,7 @@ async fn feed(Api(api): Api, Query(q): Query<ArticleQuery>) -> RestResult<Json<V
 }
 
 async fn article(Api(api): Api, Path(slug): Path<String>) -> RestResult<Json<Value>> {
-    let post = api.post(&slug).await?;
+    let post = api.read_post(&slug).await?;
     one_article(&api, post).await
 }
 

@@ -7,7 +7,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateComments)]
+        vec![
+            Box::new(CreateComments),
+            Box::new(oba_kit::outbox::CreateOutbox),
+        ]
     }
 }
 

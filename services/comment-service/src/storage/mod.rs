@@ -8,10 +8,12 @@ use std::collections::HashMap;
 use chrono::Utc;
 use oba_kit::ServiceError;
 use oba_kit::auth::Actor;
+use oba_kit::outbox::Outbox;
+use oba_proto::event::v1::CommentChanged;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -27,21 +29,24 @@ pub struct CommentPage {
 #[derive(Clone)]
 pub struct CommentStore {
     db: DatabaseConnection,
+    outbox: Outbox,
 }
 
 impl CommentStore {
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+    pub fn new(db: DatabaseConnection, outbox: Outbox) -> Self {
+        Self { db, outbox }
     }
 
     pub async fn add(
         &self,
         post_id: Uuid,
+        post_author_id: Option<Uuid>,
         author_id: Uuid,
         body: String,
     ) -> Result<Comment, ServiceError> {
         let now = Utc::now();
-        Ok(Comments::insert(ActiveModel {
+        let txn = self.db.begin().await?;
+        let comment = Comments::insert(ActiveModel {
             post_id: Set(post_id),
             author_id: Set(author_id),
             body: Set(body),
@@ -49,8 +54,15 @@ impl CommentStore {
             updated_at: Set(now),
             ..Default::default()
         })
-        .exec_with_returning(&self.db)
-        .await?)
+        .exec_with_returning(&txn)
+        .await?;
+        let event = comment_event(&comment, post_author_id);
+        self.outbox
+            .enqueue(&txn, "comment.added", post_id, &event)
+            .await?;
+        txn.commit().await?;
+        self.outbox.committed();
+        Ok(comment)
     }
 
     /// Up to `limit` comments of a post after the cursor, oldest first.
@@ -94,7 +106,14 @@ impl CommentStore {
             .flatten()
             .collect();
         actor.may_change(&owners)?;
-        Comments::delete_by_id(id).exec(&self.db).await?;
+        let txn = self.db.begin().await?;
+        Comments::delete_by_id(id).exec(&txn).await?;
+        let event = comment_event(&comment, post_author_id);
+        self.outbox
+            .enqueue(&txn, "comment.deleted", post_id, &event)
+            .await?;
+        txn.commit().await?;
+        self.outbox.committed();
         Ok(comment)
     }
 
@@ -124,5 +143,14 @@ impl CommentStore {
             .exec(&self.db)
             .await?
             .rows_affected)
+    }
+}
+
+fn comment_event(comment: &Comment, post_author_id: Option<Uuid>) -> CommentChanged {
+    CommentChanged {
+        comment_id: comment.id,
+        post_id: comment.post_id.to_string(),
+        post_author_id: post_author_id.map(|id| id.to_string()).unwrap_or_default(),
+        author_id: comment.author_id.to_string(),
     }
 }

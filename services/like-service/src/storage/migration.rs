@@ -7,7 +7,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateLikes)]
+        vec![
+            Box::new(CreateLikes),
+            Box::new(oba_kit::outbox::CreateOutbox),
+        ]
     }
 }
 

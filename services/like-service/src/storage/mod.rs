@@ -7,28 +7,56 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
 use oba_kit::ServiceError;
+use oba_kit::outbox::Outbox;
+use oba_proto::event::v1::PostLiked;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    QuerySelect, TransactionTrait,
 };
 use uuid::Uuid;
 
 use entity::{ActiveModel, Column, Entity as Likes};
 
+/// Who likes which post (and whose post it is, for the event).
+#[derive(Debug, Clone, Copy)]
+pub struct LikeKey {
+    pub post_id: Uuid,
+    pub user_id: Uuid,
+    pub post_author_id: Option<Uuid>,
+}
+
+impl LikeKey {
+    fn event(&self) -> PostLiked {
+        PostLiked {
+            post_id: self.post_id.to_string(),
+            post_author_id: self
+                .post_author_id
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
+            user_id: self.user_id.to_string(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct LikeStore {
     db: DatabaseConnection,
+    outbox: Outbox,
 }
 
 impl LikeStore {
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+    pub fn new(db: DatabaseConnection, outbox: Outbox) -> Self {
+        Self { db, outbox }
     }
 
     /// Idempotent: the primary key makes a repeated like a no-op, even under races.
-    pub async fn like(&self, post_id: Uuid, user_id: Uuid) -> Result<(), ServiceError> {
-        Likes::insert(ActiveModel {
+    pub async fn like(&self, like: LikeKey) -> Result<(), ServiceError> {
+        let LikeKey {
+            post_id, user_id, ..
+        } = like;
+        let txn = self.db.begin().await?;
+        let inserted = Likes::insert(ActiveModel {
             post_id: Set(post_id),
             user_id: Set(user_id),
             created_at: Set(Utc::now()),
@@ -38,17 +66,33 @@ impl LikeStore {
                 .do_nothing()
                 .to_owned(),
         )
-        .exec_without_returning(&self.db)
+        .exec_without_returning(&txn)
         .await?;
+        // Only a change is an event: liking twice notifies once.
+        if inserted > 0 {
+            self.outbox
+                .enqueue(&txn, "post.liked", post_id, &like.event())
+                .await?;
+        }
+        txn.commit().await?;
+        self.outbox.committed();
         Ok(())
     }
 
-    pub async fn unlike(&self, post_id: Uuid, user_id: Uuid) -> Result<(), ServiceError> {
-        Likes::delete_many()
-            .filter(Column::PostId.eq(post_id))
-            .filter(Column::UserId.eq(user_id))
-            .exec(&self.db)
+    pub async fn unlike(&self, like: LikeKey) -> Result<(), ServiceError> {
+        let txn = self.db.begin().await?;
+        let deleted = Likes::delete_many()
+            .filter(Column::PostId.eq(like.post_id))
+            .filter(Column::UserId.eq(like.user_id))
+            .exec(&txn)
             .await?;
+        if deleted.rows_affected > 0 {
+            self.outbox
+                .enqueue(&txn, "post.unliked", like.post_id, &like.event())
+                .await?;
+        }
+        txn.commit().await?;
+        self.outbox.committed();
         Ok(())
     }
 

@@ -10,6 +10,8 @@ use chrono::Utc;
 use oba_kit::ServiceError;
 use oba_kit::auth::Actor;
 use oba_kit::db::unique_violation;
+use oba_kit::outbox::Outbox;
+use oba_proto::event::v1::{PostChanged, PostDeleted, PostViewed};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, Order,
@@ -57,11 +59,12 @@ const SLUG_ATTEMPTS: usize = 4;
 #[derive(Clone)]
 pub struct PostStore {
     db: DatabaseConnection,
+    outbox: Outbox,
 }
 
 impl PostStore {
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+    pub fn new(db: DatabaseConnection, outbox: Outbox) -> Self {
+        Self { db, outbox }
     }
 
     /// Inserts a post under a unique slug: the bare title slug if free, else with a suffix.
@@ -88,6 +91,9 @@ impl PostStore {
             .exec_with_returning(&txn)
             .await?;
             insert_tags(&txn, id, &content.tags).await?;
+            self.outbox
+                .enqueue(&txn, "post.created", id, &changed(&row))
+                .await?;
             txn.commit().await?;
             Ok(Post {
                 row,
@@ -95,6 +101,7 @@ impl PostStore {
             })
         })
         .await
+        .inspect(|_| self.outbox.committed())
     }
 
     /// Changes a post; only its author or an admin may. A changed title gives a new slug.
@@ -138,6 +145,9 @@ impl PostStore {
                     .exec(&txn)
                     .await?;
                 insert_tags(&txn, id, &content.tags).await?;
+                self.outbox
+                    .enqueue(&txn, "post.updated", id, &changed(&row))
+                    .await?;
                 txn.commit().await?;
                 Ok(Post {
                     row,
@@ -146,6 +156,7 @@ impl PostStore {
             }
         })
         .await
+        .inspect(|_| self.outbox.committed())
     }
 
     /// Deletes a post and its tags; only its author or an admin may.
@@ -161,8 +172,35 @@ impl PostStore {
             .exec(&txn)
             .await?;
         post::Entity::delete_by_id(post.row.id).exec(&txn).await?;
+        let event = PostDeleted {
+            post_id: post.row.id.to_string(),
+            author_id: post.row.author_id.to_string(),
+        };
+        self.outbox
+            .enqueue(&txn, "post.deleted", post.row.id, &event)
+            .await?;
         txn.commit().await?;
+        self.outbox.committed();
         Ok(post)
+    }
+
+    /// Records a read of an existing post as a `post.viewed` event (no state of its own).
+    pub async fn record_view(&self, post_id: Uuid) -> Result<(), ServiceError> {
+        if post::Entity::find_by_id(post_id)
+            .one(&self.db)
+            .await?
+            .is_none()
+        {
+            return Err(ServiceError::NotFound("post"));
+        }
+        let event = PostViewed {
+            post_id: post_id.to_string(),
+        };
+        self.outbox
+            .enqueue(&self.db, "post.viewed", post_id, &event)
+            .await?;
+        self.outbox.committed();
+        Ok(())
     }
 
     pub async fn by_slug(&self, slug: &str) -> Result<Option<Post>, ServiceError> {
@@ -246,6 +284,16 @@ impl PostStore {
                 row,
             })
             .collect())
+    }
+}
+
+fn changed(row: &post::Model) -> PostChanged {
+    PostChanged {
+        post_id: row.id.to_string(),
+        author_id: row.author_id.to_string(),
+        slug: row.slug.clone(),
+        title: row.title.clone(),
+        created_at: Some(oba_proto::time::timestamp(row.created_at)),
     }
 }
 

@@ -7,7 +7,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateUsers), Box::new(CreateFollows)]
+        vec![
+            Box::new(CreateUsers),
+            Box::new(CreateFollows),
+            Box::new(oba_kit::outbox::CreateOutbox),
+        ]
     }
 }
 

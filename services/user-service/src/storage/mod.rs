@@ -9,9 +9,12 @@ use oba_kit::auth::Role;
 use oba_kit::db::unique_violation;
 use std::collections::HashSet;
 
+use oba_kit::outbox::Outbox;
+use oba_proto::event::v1::{UserFollowed, UserRegistered};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -40,11 +43,12 @@ pub struct NewAccount {
 #[derive(Clone)]
 pub struct UserStore {
     db: DatabaseConnection,
+    outbox: Outbox,
 }
 
 impl UserStore {
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+    pub fn new(db: DatabaseConnection, outbox: Outbox) -> Self {
+        Self { db, outbox }
     }
 
     pub async fn insert(&self, new: NewAccount) -> Result<Account, ServiceError> {
@@ -60,10 +64,21 @@ impl UserStore {
             created_at: Set(now),
             updated_at: Set(now),
         };
-        Users::insert(row)
-            .exec_with_returning(&self.db)
+        let txn = self.db.begin().await?;
+        let account = Users::insert(row)
+            .exec_with_returning(&txn)
             .await
-            .map_err(taken)
+            .map_err(taken)?;
+        let event = UserRegistered {
+            user_id: account.id.to_string(),
+            username: account.username.clone(),
+        };
+        self.outbox
+            .enqueue(&txn, "user.registered", account.id, &event)
+            .await?;
+        txn.commit().await?;
+        self.outbox.committed();
+        Ok(account)
     }
 
     /// Applies the changes that are present; unique fields still checked by the database.
@@ -125,23 +140,42 @@ impl UserStore {
             followee_id: Set(followee),
             created_at: Set(Utc::now()),
         };
-        follow::Entity::insert(row)
+        let txn = self.db.begin().await?;
+        let inserted = follow::Entity::insert(row)
             .on_conflict(
                 OnConflict::columns([follow::Column::FollowerId, follow::Column::FolloweeId])
                     .do_nothing()
                     .to_owned(),
             )
-            .exec_without_returning(&self.db)
+            .exec_without_returning(&txn)
             .await?;
+        // Only a change is an event: following twice notifies once.
+        if inserted > 0 {
+            let event = follow_event(follower, followee);
+            self.outbox
+                .enqueue(&txn, "user.followed", followee, &event)
+                .await?;
+        }
+        txn.commit().await?;
+        self.outbox.committed();
         Ok(())
     }
 
     pub async fn unfollow(&self, follower: Uuid, followee: Uuid) -> Result<(), ServiceError> {
-        follow::Entity::delete_many()
+        let txn = self.db.begin().await?;
+        let deleted = follow::Entity::delete_many()
             .filter(follow::Column::FollowerId.eq(follower))
             .filter(follow::Column::FolloweeId.eq(followee))
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
+        if deleted.rows_affected > 0 {
+            let event = follow_event(follower, followee);
+            self.outbox
+                .enqueue(&txn, "user.unfollowed", followee, &event)
+                .await?;
+        }
+        txn.commit().await?;
+        self.outbox.committed();
         Ok(())
     }
 
@@ -193,6 +227,13 @@ impl UserStore {
             .filter(Column::Id.is_in(ids))
             .all(&self.db)
             .await?)
+    }
+}
+
+fn follow_event(follower: Uuid, followee: Uuid) -> UserFollowed {
+    UserFollowed {
+        follower_id: follower.to_string(),
+        followee_id: followee.to_string(),
     }
 }
 

@@ -1,0 +1,114 @@
+//! How events become notifications (the consumer side of notification-service).
+
+use oba_kit::ServiceError;
+use oba_kit::consumer::Projection;
+use oba_kit::error::{parse_id, parse_optional_id};
+use oba_proto::event::v1::{CommentChanged, Envelope, PostChanged, PostLiked, UserFollowed};
+use prost::Message;
+use sea_orm::DatabaseTransaction;
+use tokio::sync::broadcast;
+
+use crate::domain::{Kind, NewNotification, about_someone_else};
+use crate::storage::{self, Notification};
+
+/// The subjects notification-service consumes, under the bus namespace.
+pub fn subjects(namespace: &str) -> Vec<String> {
+    [
+        "user.followed",
+        "user.unfollowed",
+        "comment.added",
+        "post.liked",
+        "post.created",
+    ]
+    .iter()
+    .map(|t| format!("{namespace}.{t}"))
+    .collect()
+}
+
+pub struct NotificationProjection {
+    /// New notifications, for live watchers; sent only after they are committed.
+    pub live: broadcast::Sender<Notification>,
+}
+
+fn decode<M: Message + Default>(event: &Envelope) -> Result<M, ServiceError> {
+    M::decode(event.payload.as_slice())
+        .map_err(|e| ServiceError::Internal(format!("bad {} payload: {e}", event.r#type)))
+}
+
+#[tonic::async_trait]
+impl Projection for NotificationProjection {
+    type Applied = Vec<Notification>;
+
+    async fn apply(
+        &self,
+        event: &Envelope,
+        txn: &DatabaseTransaction,
+    ) -> Result<Vec<Notification>, ServiceError> {
+        let new: Vec<NewNotification> = match event.r#type.as_str() {
+            "user.followed" => {
+                let e: UserFollowed = decode(event)?;
+                let (follower, followee) = (
+                    parse_id("follower_id", &e.follower_id)?,
+                    parse_id("followee_id", &e.followee_id)?,
+                );
+                storage::follow(txn, follower, followee).await?;
+                about_someone_else(Some(followee), follower, Kind::Followed, None)
+                    .into_iter()
+                    .collect()
+            }
+            "user.unfollowed" => {
+                let e: UserFollowed = decode(event)?;
+                storage::unfollow(
+                    txn,
+                    parse_id("follower_id", &e.follower_id)?,
+                    parse_id("followee_id", &e.followee_id)?,
+                )
+                .await?;
+                Vec::new()
+            }
+            "comment.added" => {
+                let e: CommentChanged = decode(event)?;
+                let post = parse_id("post_id", &e.post_id)?;
+                let author = parse_id("author_id", &e.author_id)?;
+                let recipient = parse_optional_id("post_author_id", &e.post_author_id)?;
+                about_someone_else(recipient, author, Kind::Commented, Some(post))
+                    .into_iter()
+                    .collect()
+            }
+            "post.liked" => {
+                let e: PostLiked = decode(event)?;
+                let post = parse_id("post_id", &e.post_id)?;
+                let liker = parse_id("user_id", &e.user_id)?;
+                let recipient = parse_optional_id("post_author_id", &e.post_author_id)?;
+                about_someone_else(recipient, liker, Kind::Liked, Some(post))
+                    .into_iter()
+                    .collect()
+            }
+            "post.created" => {
+                let e: PostChanged = decode(event)?;
+                let post = parse_id("post_id", &e.post_id)?;
+                let author = parse_id("author_id", &e.author_id)?;
+                storage::followers_of(txn, author)
+                    .await?
+                    .into_iter()
+                    .filter_map(|follower| {
+                        about_someone_else(Some(follower), author, Kind::Published, Some(post))
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        let mut created = Vec::with_capacity(new.len());
+        for n in new {
+            created.push(storage::insert(txn, n).await?);
+        }
+        Ok(created)
+    }
+
+    fn committed(&self, applied: Vec<Notification>) {
+        for notification in applied {
+            // No watcher listening is fine: the notification is stored either way.
+            let _ = self.live.send(notification);
+        }
+    }
+}

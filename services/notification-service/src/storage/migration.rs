@@ -1,0 +1,109 @@
+//! Schema of notification-service, as SeaORM migrations that run on SQLite and PostgreSQL alike.
+
+use sea_orm_migration::prelude::*;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(CreateNotifications),
+            Box::new(oba_kit::consumer::CreateProcessedEvents),
+        ]
+    }
+}
+
+#[derive(DeriveIden)]
+enum Notifications {
+    Table,
+    Id,
+    RecipientId,
+    Kind,
+    ActorId,
+    PostId,
+    CreatedAt,
+    ReadAt,
+}
+
+#[derive(DeriveIden)]
+enum Followers {
+    Table,
+    FolloweeId,
+    FollowerId,
+}
+
+struct CreateNotifications;
+
+// Named explicitly: the derive would name every migration after this file.
+impl MigrationName for CreateNotifications {
+    fn name(&self) -> &str {
+        "m20261129_000001_create_notifications"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateNotifications {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Notifications::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Notifications::Id)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Notifications::RecipientId).uuid().not_null())
+                    .col(
+                        ColumnDef::new(Notifications::Kind)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Notifications::ActorId).uuid().not_null())
+                    .col(ColumnDef::new(Notifications::PostId).uuid().null())
+                    .col(
+                        ColumnDef::new(Notifications::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Notifications::ReadAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        // Every read is one recipient's notifications, newest first.
+        manager
+            .create_index(
+                Index::create()
+                    .name("notifications_recipient_id_id_idx")
+                    .table(Notifications::Table)
+                    .col(Notifications::RecipientId)
+                    .col(Notifications::Id)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Followers::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(Followers::FolloweeId).uuid().not_null())
+                    .col(ColumnDef::new(Followers::FollowerId).uuid().not_null())
+                    .primary_key(
+                        Index::create()
+                            .col(Followers::FolloweeId)
+                            .col(Followers::FollowerId),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+}

@@ -1,0 +1,88 @@
+//! Schema of rank-service, as SeaORM migrations that run on SQLite and PostgreSQL alike.
+
+use sea_orm_migration::prelude::*;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(CreateRankPosts),
+            Box::new(oba_kit::consumer::CreateProcessedEvents),
+        ]
+    }
+}
+
+#[derive(DeriveIden)]
+enum RankPosts {
+    Table,
+    PostId,
+    CreatedAt,
+    Likes,
+    Comments,
+    Views,
+}
+
+struct CreateRankPosts;
+
+// Named explicitly: the derive would name every migration after this file.
+impl MigrationName for CreateRankPosts {
+    fn name(&self) -> &str {
+        "m20261129_000001_create_rank_posts"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateRankPosts {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(RankPosts::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(RankPosts::PostId)
+                            .uuid()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(RankPosts::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(RankPosts::Likes)
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(
+                        ColumnDef::new(RankPosts::Comments)
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(
+                        ColumnDef::new(RankPosts::Views)
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        // Trending reads the recent window.
+        manager
+            .create_index(
+                Index::create()
+                    .name("rank_posts_created_at_idx")
+                    .table(RankPosts::Table)
+                    .col(RankPosts::CreatedAt)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+}

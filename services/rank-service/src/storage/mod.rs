@@ -1,0 +1,134 @@
+//! The trending projection in rank-service's own database: one row of counters per post.
+
+pub mod migration;
+
+pub mod entity {
+    //! The `rank_posts` table.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "rank_posts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub post_id: Uuid,
+        /// Unknown until `post.created` arrives (a like may be delivered first).
+        pub created_at: Option<DateTimeUtc>,
+        pub likes: i64,
+        pub comments: i64,
+        pub views: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+use chrono::{DateTime, Utc};
+use oba_kit::ServiceError;
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter,
+};
+use uuid::Uuid;
+
+use crate::domain::{Engagement, trending_score};
+use entity::{ActiveModel, Column, Entity as RankPosts};
+
+/// Which counter an event moves.
+#[derive(Debug, Clone, Copy)]
+pub enum Counter {
+    Likes,
+    Comments,
+    Views,
+}
+
+/// How far back trending looks; older posts have decayed to nothing anyway.
+const WINDOW_DAYS: i64 = 30;
+
+async fn ensure_row(db: &impl ConnectionTrait, post_id: Uuid) -> Result<(), DbErr> {
+    RankPosts::insert(ActiveModel {
+        post_id: Set(post_id),
+        created_at: Set(None),
+        likes: Set(0),
+        comments: Set(0),
+        views: Set(0),
+    })
+    .on_conflict(OnConflict::column(Column::PostId).do_nothing().to_owned())
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn post_created(
+    db: &impl ConnectionTrait,
+    post_id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    ensure_row(db, post_id).await?;
+    RankPosts::update_many()
+        .col_expr(Column::CreatedAt, Expr::value(at))
+        .filter(Column::PostId.eq(post_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn post_deleted(db: &impl ConnectionTrait, post_id: Uuid) -> Result<(), DbErr> {
+    RankPosts::delete_by_id(post_id).exec(db).await?;
+    Ok(())
+}
+
+/// Adds `delta` to a counter atomically (safe with several replicas consuming).
+pub async fn add(
+    db: &impl ConnectionTrait,
+    post_id: Uuid,
+    counter: Counter,
+    delta: i64,
+) -> Result<(), DbErr> {
+    ensure_row(db, post_id).await?;
+    let column = match counter {
+        Counter::Likes => Column::Likes,
+        Counter::Comments => Column::Comments,
+        Counter::Views => Column::Views,
+    };
+    RankPosts::update_many()
+        .col_expr(column, Expr::col(column).add(delta))
+        .filter(Column::PostId.eq(post_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// The `first` best posts by trending score at `now`.
+pub async fn trending(
+    db: &DatabaseConnection,
+    first: usize,
+    now: DateTime<Utc>,
+) -> Result<Vec<(Uuid, f64)>, ServiceError> {
+    let since = now - chrono::Duration::days(WINDOW_DAYS);
+    let rows = RankPosts::find()
+        .filter(Column::CreatedAt.gte(since))
+        .all(db)
+        .await?;
+    let mut scored: Vec<(Uuid, f64)> = rows
+        .into_iter()
+        .filter_map(|row| {
+            let age = now - row.created_at?;
+            let engagement = Engagement {
+                likes: row.likes,
+                comments: row.comments,
+                views: row.views,
+            };
+            Some((
+                row.post_id,
+                trending_score(engagement, age.num_milliseconds() as f64 / 3.6e6),
+            ))
+        })
+        .collect();
+    // Best first; newer first among equals (UUIDv7 ids grow with time).
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
+    scored.truncate(first);
+    Ok(scored)
+}

@@ -1,0 +1,93 @@
+//! A redelivered event (the bus's at-least-once delivery) changes the projection once: the
+//! consumer records each event id in the same transaction as its effect.
+
+use oba_kit::consumer::{Handled, handle};
+use oba_kit::db::{DbConfig, connect_and_migrate};
+use oba_proto::event::v1::{Envelope, PostChanged, PostLiked};
+use prost::Message;
+use rank_service::projection::TrendingProjection;
+use rank_service::storage::{self, migration::Migrator};
+use uuid::Uuid;
+
+fn envelope(event_type: &str, payload: &impl Message) -> Envelope {
+    Envelope {
+        id: Uuid::now_v7().to_string(),
+        r#type: event_type.to_owned(),
+        occurred_at: Some(oba_proto::time::timestamp(chrono::Utc::now())),
+        aggregate_id: String::new(),
+        payload: payload.encode_to_vec(),
+        trace_context: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn the_same_like_delivered_twice_counts_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = connect_and_migrate::<Migrator>(&DbConfig::sqlite_file(
+        "TEST",
+        &dir.path().join("rank.db"),
+    ))
+    .await
+    .expect("database");
+    let post = Uuid::now_v7();
+    let created = envelope(
+        "post.created",
+        &PostChanged {
+            post_id: post.to_string(),
+            created_at: Some(oba_proto::time::timestamp(chrono::Utc::now())),
+            ..Default::default()
+        },
+    );
+    let liked = envelope(
+        "post.liked",
+        &PostLiked {
+            post_id: post.to_string(),
+            user_id: Uuid::now_v7().to_string(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        handle(&db, &TrendingProjection, &created)
+            .await
+            .expect("apply"),
+        Handled::Applied
+    );
+    let score_before_like = storage::trending(&db, 10, chrono::Utc::now())
+        .await
+        .expect("trending")[0]
+        .1;
+
+    assert_eq!(
+        handle(&db, &TrendingProjection, &liked)
+            .await
+            .expect("apply"),
+        Handled::Applied
+    );
+    let once = storage::trending(&db, 10, chrono::Utc::now())
+        .await
+        .expect("trending")[0]
+        .1;
+    assert_eq!(
+        handle(&db, &TrendingProjection, &liked)
+            .await
+            .expect("apply"),
+        Handled::Duplicate
+    );
+    assert_eq!(
+        handle(&db, &TrendingProjection, &created)
+            .await
+            .expect("apply"),
+        Handled::Duplicate
+    );
+    let twice = storage::trending(&db, 10, chrono::Utc::now())
+        .await
+        .expect("trending")[0]
+        .1;
+
+    assert!(once > score_before_like, "the like counted");
+    // Scores decay by the microsecond; a second like would add 3/(age+2)^1.5, far more.
+    assert!(
+        (twice - once).abs() < 1e-6,
+        "the redelivery changed nothing: {once} vs {twice}"
+    );
+}
