@@ -180,6 +180,9 @@ impl EventBus for InProcessBus {
     }
 }
 
+/// How long JetStream waits for an ack before redelivering.
+pub const ACK_WAIT: Duration = Duration::from_secs(10);
+
 /// NATS JetStream.
 pub struct NatsBus {
     client: async_nats::Client,
@@ -236,7 +239,9 @@ impl NatsBus {
                     durable_name: Some(consumer.to_owned()),
                     filter_subjects: subjects.to_vec(),
                     ack_policy: AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
+                    // Unacked deliveries (a consumer that died mid-batch) come again after
+                    // this; a slow handler seeing a redelivery is harmless (idempotent).
+                    ack_wait: ACK_WAIT,
                     ..Default::default()
                 },
             )

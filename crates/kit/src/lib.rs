@@ -6,6 +6,7 @@
 //! database, verifying tokens and mapping errors to one set of codes.
 
 pub mod auth;
+pub mod backends;
 pub mod bus;
 pub mod config;
 pub mod consumer;

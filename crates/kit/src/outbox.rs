@@ -104,21 +104,6 @@ impl sea_orm_migration::MigrationTrait for CreateOutbox {
     }
 }
 
-/// Starts the outbox relay of a service with its app; returns the outbox its stores write to.
-pub fn attach_relay(
-    app: crate::server::ServiceApp,
-    db: DatabaseConnection,
-    bus: Bus,
-    namespace: &str,
-) -> (crate::server::ServiceApp, Outbox) {
-    let outbox = Outbox::default();
-    let relay = Relay::new(db, bus.clone(), namespace, outbox.clone(), app.metrics());
-    let app = app
-        .readiness(crate::bus::readiness(bus))
-        .background(move |shutdown| Box::pin(relay.run(shutdown)));
-    (app, outbox)
-}
-
 /// Writes events into a service's outbox and wakes its relay after commits.
 #[derive(Clone, Default)]
 pub struct Outbox {

@@ -51,7 +51,18 @@ async fn eventually(
     vars: Value,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    eventually_within(Duration::from_secs(15), app, token, query, vars, done).await
+}
+
+async fn eventually_within(
+    limit: Duration,
+    app: &TestSystem,
+    token: Option<&str>,
+    query: &str,
+    vars: Value,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + limit;
     loop {
         let data = app.ok(token, query, vars.clone()).await;
         if done(&data) || Instant::now() > deadline {
@@ -438,9 +449,15 @@ async fn a_consumer_killed_mid_stream_loses_nothing_after_restart() {
     app.processes()
         .start_service(Service::NotificationService)
         .await;
-    let got = eventually(&app, Some(&alice), NOTIFICATIONS, json!({}), |d| {
-        kinds(d).len() >= 12
-    })
+    let got = eventually_within(
+        // Deliveries in flight at the kill come again after the ack wait.
+        oba_kit::bus::ACK_WAIT * 3,
+        &app,
+        Some(&alice),
+        NOTIFICATIONS,
+        json!({}),
+        |d| kinds(d).len() >= 12,
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(kinds(&got).len(), 12, "every like once");

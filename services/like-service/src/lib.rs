@@ -6,42 +6,21 @@ pub mod domain;
 pub mod grpc;
 pub mod storage;
 
-use oba_kit::bus::{Bus, BusConfig};
-use oba_kit::config::{ConfigError, Env};
-use oba_kit::db::{self, DbConfig};
-use oba_kit::outbox;
+use oba_kit::bus::Bus;
+use oba_kit::config::ConfigError;
 use oba_kit::server::ServiceApp;
 use oba_proto::like::v1::like_service_server::LikeServiceServer;
 
 pub const NAME: &str = "like-service";
 
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub database: DbConfig,
-    pub bus: BusConfig,
-}
+pub use oba_kit::backends::BackendsConfig as Config;
 
-impl Config {
-    pub fn from_env(env: &mut Env) -> Self {
-        Self {
-            database: DbConfig::from_env(env),
-            bus: BusConfig::from_env(env),
-        }
-    }
-}
-
-/// Connects and migrates the database and builds the service.
+/// Connects and migrates the database, connects the bus, and builds the service.
 pub async fn app(config: &Config, in_process_bus: Option<Bus>) -> Result<ServiceApp, ConfigError> {
-    let db = db::connect_and_migrate::<storage::migration::Migrator>(&config.database).await?;
-    let bus = config.bus.connect(in_process_bus).await?;
-    let (app, outbox) = outbox::attach_relay(
-        ServiceApp::new(NAME),
-        db.clone(),
-        bus,
-        &config.bus.namespace.value,
-    );
-    let service = grpc::LikeGrpc::new(storage::LikeStore::new(db.clone(), outbox));
-    Ok(app
-        .grpc(LikeServiceServer::new(service))
-        .readiness(db::readiness(db)))
+    let backends = config
+        .connect::<storage::migration::Migrator>(in_process_bus)
+        .await?;
+    let (app, outbox) = backends.publishing_app(NAME);
+    let service = grpc::LikeGrpc::new(storage::LikeStore::new(backends.db, outbox));
+    Ok(app.grpc(LikeServiceServer::new(service)))
 }

@@ -12,10 +12,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use oba_kit::auth::TokenSigner;
-use oba_kit::bus::{Bus, BusConfig};
+use oba_kit::backends::BackendsConfig;
+use oba_kit::bus::Bus;
 use oba_kit::config::{ConfigError, Env, Setting};
-use oba_kit::db::{self, DbConfig};
-use oba_kit::outbox;
 use oba_kit::server::ServiceApp;
 use oba_proto::user::v1::user_service_server::UserServiceServer;
 
@@ -23,8 +22,7 @@ pub const NAME: &str = "user-service";
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub database: DbConfig,
-    pub bus: BusConfig,
+    pub backends: BackendsConfig,
     /// Ed25519 private key (PKCS#8 PEM) that signs tokens.
     pub token_private_key: Setting<PathBuf>,
     pub token_ttl: Duration,
@@ -53,8 +51,7 @@ impl std::fmt::Debug for AdminAccount {
 impl Config {
     pub fn from_env(env: &mut Env) -> Self {
         Self {
-            database: DbConfig::from_env(env),
-            bus: BusConfig::from_env(env),
+            backends: BackendsConfig::from_env(env),
             token_private_key: env
                 .required("OBA_TOKEN_PRIVATE_KEY_FILE")
                 .map(PathBuf::from),
@@ -86,22 +83,17 @@ fn admin_from_env(env: &mut Env) -> Option<AdminAccount> {
 /// Loads the signing key, connects and migrates the database, and builds the service.
 pub async fn app(config: &Config, in_process_bus: Option<Bus>) -> Result<ServiceApp, ConfigError> {
     let signer = TokenSigner::from_pem_file(&config.token_private_key, config.token_ttl)?;
-    let db = db::connect_and_migrate::<storage::migration::Migrator>(&config.database).await?;
-    let bus = config.bus.connect(in_process_bus).await?;
-    let (app, outbox) = outbox::attach_relay(
-        ServiceApp::new(NAME),
-        db.clone(),
-        bus,
-        &config.bus.namespace.value,
-    );
-    let store = storage::UserStore::new(db.clone(), outbox);
+    let backends = config
+        .backends
+        .connect::<storage::migration::Migrator>(in_process_bus)
+        .await?;
+    let (app, outbox) = backends.publishing_app(NAME);
+    let store = storage::UserStore::new(backends.db, outbox);
     if let Some(admin) = &config.admin {
         grpc::bootstrap_admin(&store, admin).await.map_err(|e| {
             ConfigError::single("OBA_ADMIN_EMAIL", format!("cannot create the admin: {e}"))
         })?;
     }
     let service = grpc::UserGrpc::new(store, signer);
-    Ok(app
-        .grpc(UserServiceServer::new(service))
-        .readiness(db::readiness(db)))
+    Ok(app.grpc(UserServiceServer::new(service)))
 }

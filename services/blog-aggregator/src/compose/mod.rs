@@ -511,27 +511,28 @@ impl BlogApi {
     // ---- likes ----
 
     pub async fn like(&self, slug: &str) -> ApiResult<post_pb::Post> {
-        let (post, user_id) = (self.post(slug).await?, self.actor()?.user_id.to_string());
-        let request = like_pb::LikeRequest {
-            post_id: post.id.clone(),
-            user_id,
-            post_author_id: post.author_id.clone(),
-        };
+        let (post, request) = self.like_request(slug).await?;
         self.peers.likes.clone().like(request).await?;
         self.likes.clear::<String>();
         Ok(post)
     }
 
     pub async fn unlike(&self, slug: &str) -> ApiResult<post_pb::Post> {
-        let (post, user_id) = (self.post(slug).await?, self.actor()?.user_id.to_string());
+        let (post, request) = self.like_request(slug).await?;
+        self.peers.likes.clone().unlike(request).await?;
+        self.likes.clear::<String>();
+        Ok(post)
+    }
+
+    async fn like_request(&self, slug: &str) -> ApiResult<(post_pb::Post, like_pb::LikeRequest)> {
+        let user_id = self.actor()?.user_id.to_string();
+        let post = self.post(slug).await?;
         let request = like_pb::LikeRequest {
             post_id: post.id.clone(),
             user_id,
             post_author_id: post.author_id.clone(),
         };
-        self.peers.likes.clone().unlike(request).await?;
-        self.likes.clear::<String>();
-        Ok(post)
+        Ok((post, request))
     }
 
     // ---- comments ----

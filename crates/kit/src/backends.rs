@@ -1,0 +1,94 @@
+//! What a stateful service connects to — its own database and the event bus — and the two
+//! ways it uses the bus: publishing through its outbox, or consuming into a projection.
+//! Every service's `app` starts here, so none copies another's set-up.
+
+use sea_orm::DatabaseConnection;
+use sea_orm_migration::MigratorTrait;
+
+use crate::bus::{self, Bus, BusConfig};
+use crate::config::{ConfigError, Env};
+use crate::consumer::{self, Projection};
+use crate::db::{self, DbConfig};
+use crate::outbox::{Outbox, Relay};
+use crate::server::ServiceApp;
+
+/// `OBA_DATABASE_*` and `OBA_BUS_*`.
+#[derive(Debug, Clone)]
+pub struct BackendsConfig {
+    pub database: DbConfig,
+    pub bus: BusConfig,
+}
+
+impl BackendsConfig {
+    pub fn from_env(env: &mut Env) -> Self {
+        Self {
+            database: DbConfig::from_env(env),
+            bus: BusConfig::from_env(env),
+        }
+    }
+
+    /// Connects and migrates the database (schema `M`) and connects the bus (`in_process`
+    /// when no `OBA_BUS_URL` is set, as in `oba up`).
+    pub async fn connect<M: MigratorTrait>(
+        &self,
+        in_process: Option<Bus>,
+    ) -> Result<Backends, ConfigError> {
+        Ok(Backends {
+            db: db::connect_and_migrate::<M>(&self.database).await?,
+            bus: self.bus.connect(in_process).await?,
+            namespace: self.bus.namespace.value.clone(),
+        })
+    }
+}
+
+/// A service's connected database and bus.
+#[derive(Clone)]
+pub struct Backends {
+    pub db: DatabaseConnection,
+    pub bus: Bus,
+    pub namespace: String,
+}
+
+impl Backends {
+    fn app(&self, name: &'static str) -> ServiceApp {
+        ServiceApp::new(name)
+            .readiness(db::readiness(self.db.clone()))
+            .readiness(bus::readiness(self.bus.clone()))
+    }
+
+    /// The app of a service that publishes events, with its outbox relay running; its stores
+    /// write events through the returned outbox.
+    pub fn publishing_app(&self, name: &'static str) -> (ServiceApp, Outbox) {
+        let outbox = Outbox::default();
+        let app = self.app(name);
+        let relay = Relay::new(
+            self.db.clone(),
+            self.bus.clone(),
+            &self.namespace,
+            outbox.clone(),
+            app.metrics(),
+        );
+        (
+            app.background(move |shutdown| Box::pin(relay.run(shutdown))),
+            outbox,
+        )
+    }
+
+    /// The app of a service that consumes `subjects` (durable consumer `name`) into
+    /// `projection`. It subscribes now, before any relay can publish.
+    pub fn consuming_app<P: Projection>(
+        &self,
+        name: &'static str,
+        subjects: Vec<String>,
+        projection: P,
+    ) -> ServiceApp {
+        let app = self.app(name);
+        let deliveries = self.bus.subscribe(name, subjects);
+        let (db, metrics) = (self.db.clone(), app.metrics().clone());
+        app.background(move |shutdown| {
+            Box::pin(
+                async move { consumer::run(deliveries, db, projection, &metrics, shutdown).await },
+            )
+        })
+    }
+}
