@@ -167,9 +167,14 @@ pub async fn run<P: Projection>(
     );
     loop {
         let delivery = tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => break,
             next = deliveries.recv() => match next { Some(d) => d, None => return },
         };
+        consume(&db, &projection, &m, delivery).await;
+    }
+    // Shutting down: apply what was already delivered (an in-process bus has no redelivery
+    // after a restart), then stop.
+    while let Ok(delivery) = deliveries.try_recv() {
         consume(&db, &projection, &m, delivery).await;
     }
 }

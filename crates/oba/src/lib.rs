@@ -34,13 +34,15 @@ pub enum Service {
 }
 
 impl Service {
+    /// Consumers first, so they stop last: in `oba up` they take in every event the
+    /// publishers' relays send while stopping.
     pub const ALL: [Service; 7] = [
+        Self::RankService,
+        Self::NotificationService,
         Self::UserService,
         Self::PostService,
         Self::CommentService,
         Self::LikeService,
-        Self::RankService,
-        Self::NotificationService,
         Self::BlogAggregator,
     ];
 
