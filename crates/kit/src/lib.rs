@@ -18,5 +18,6 @@ pub mod page;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace;
 
 pub use error::{ErrorCode, ServiceError};

@@ -127,7 +127,9 @@ impl Outbox {
             occurred_at: Some(oba_proto::time::timestamp(now)),
             aggregate_id: aggregate_id.to_string(),
             payload: payload.encode_to_vec(),
-            trace_context: Default::default(),
+            trace_context: crate::trace::current()
+                .map(|t| [(crate::trace::HEADER.to_owned(), t)].into())
+                .unwrap_or_default(),
         };
         OutboxRows::insert(entity::ActiveModel {
             id: Set(id),

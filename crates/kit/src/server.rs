@@ -133,7 +133,11 @@ impl ServiceApp {
                 readiness: Arc::new(self.readiness),
                 metrics: self.metrics,
             });
-        (grpc.merge(self.http).merge(probes), background)
+        let router = grpc
+            .merge(self.http)
+            .merge(probes)
+            .layer(axum::middleware::from_fn(crate::trace::propagate));
+        (router, background)
     }
 }
 

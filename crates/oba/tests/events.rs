@@ -463,3 +463,70 @@ async fn a_consumer_killed_mid_stream_loses_nothing_after_restart() {
     assert_eq!(kinds(&got).len(), 12, "every like once");
     assert_eq!(notification_count(&app, &alice).await, 12, "none doubled");
 }
+
+#[tokio::test]
+async fn an_event_carries_the_trace_of_the_request_that_caused_it() {
+    use oba_proto::event::v1::Envelope;
+    use prost::Message as _;
+    use sea_orm::EntityTrait;
+
+    let app = TestSystem::start().await;
+    let (alice, _) = app.register("alice").await;
+    app.create_post(&alice, "Traced", &[]).await;
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let response = app
+        .http
+        .post(format!("{}/graphql", app.url))
+        .bearer_auth(&alice)
+        .header("traceparent", trace)
+        .json(&json!({ "query": "mutation { likePost(slug: \"traced\") { likeCount } }" }))
+        .send()
+        .await
+        .expect("sent");
+    let body: Value = response.json().await.expect("JSON");
+    assert!(body["errors"].is_null(), "{body}");
+
+    // Read like-service's own outbox: the event row written with the like.
+    let url = format!(
+        "sqlite://{}?mode=ro",
+        app.data_dir().join("like.db").display()
+    );
+    let db = sea_orm::Database::connect(url).await.expect("like.db");
+    let rows = oba_kit::outbox::entity::Entity::find()
+        .all(&db)
+        .await
+        .expect("outbox");
+    let liked = rows
+        .iter()
+        .find(|r| r.event_type == "post.liked")
+        .expect("post.liked written");
+    let envelope = Envelope::decode(liked.envelope.as_slice()).expect("envelope");
+    assert_eq!(
+        envelope
+            .trace_context
+            .get("traceparent")
+            .map(String::as_str),
+        Some(trace)
+    );
+
+    // A request without one gets a trace of its own.
+    let url = format!(
+        "sqlite://{}?mode=ro",
+        app.data_dir().join("post.db").display()
+    );
+    let db = sea_orm::Database::connect(url).await.expect("post.db");
+    let rows = oba_kit::outbox::entity::Entity::find()
+        .all(&db)
+        .await
+        .expect("outbox");
+    let created = rows
+        .iter()
+        .find(|r| r.event_type == "post.created")
+        .expect("post.created written");
+    let envelope = Envelope::decode(created.envelope.as_slice()).expect("envelope");
+    let own = envelope.trace_context.get("traceparent").expect("a trace");
+    assert!(
+        oba_kit::trace::parse(own).is_some() && own != trace,
+        "{own}"
+    );
+}

@@ -395,11 +395,12 @@ impl BlogApi {
         let request = post_pb::RecordViewRequest {
             post_id: post.id.clone(),
         };
-        tokio::spawn(async move {
+        let trace = oba_kit::trace::current().unwrap_or_else(oba_kit::trace::new_traceparent);
+        tokio::spawn(oba_kit::trace::scope(trace, async move {
             if let Err(status) = posts.record_view(request).await {
                 tracing::debug!(%status, "view not recorded");
             }
-        });
+        }));
         Ok(post)
     }
 
