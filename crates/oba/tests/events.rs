@@ -464,12 +464,35 @@ async fn a_consumer_killed_mid_stream_loses_nothing_after_restart() {
     assert_eq!(notification_count(&app, &alice).await, 12, "none doubled");
 }
 
-#[tokio::test]
-async fn an_event_carries_the_trace_of_the_request_that_caused_it() {
-    use oba_proto::event::v1::Envelope;
+/// The first `event_type` envelope in the outbox of an embedded service's database file.
+async fn outbox_event(
+    app: &TestSystem,
+    db_file: &str,
+    event_type: &str,
+) -> oba_proto::event::v1::Envelope {
     use prost::Message as _;
     use sea_orm::EntityTrait;
 
+    let url = format!(
+        "sqlite://{}?mode=ro",
+        app.data_dir().join(db_file).display()
+    );
+    let db = sea_orm::Database::connect(url)
+        .await
+        .expect("database file");
+    let rows = oba_kit::outbox::entity::Entity::find()
+        .all(&db)
+        .await
+        .expect("outbox");
+    let row = rows
+        .iter()
+        .find(|r| r.event_type == event_type)
+        .unwrap_or_else(|| panic!("{event_type} written"));
+    oba_proto::event::v1::Envelope::decode(row.envelope.as_slice()).expect("envelope")
+}
+
+#[tokio::test]
+async fn an_event_carries_the_trace_of_the_request_that_caused_it() {
     let app = TestSystem::start().await;
     let (alice, _) = app.register("alice").await;
     app.create_post(&alice, "Traced", &[]).await;
@@ -487,43 +510,14 @@ async fn an_event_carries_the_trace_of_the_request_that_caused_it() {
     assert!(body["errors"].is_null(), "{body}");
 
     // Read like-service's own outbox: the event row written with the like.
-    let url = format!(
-        "sqlite://{}?mode=ro",
-        app.data_dir().join("like.db").display()
-    );
-    let db = sea_orm::Database::connect(url).await.expect("like.db");
-    let rows = oba_kit::outbox::entity::Entity::find()
-        .all(&db)
-        .await
-        .expect("outbox");
-    let liked = rows
-        .iter()
-        .find(|r| r.event_type == "post.liked")
-        .expect("post.liked written");
-    let envelope = Envelope::decode(liked.envelope.as_slice()).expect("envelope");
+    let liked = outbox_event(&app, "like.db", "post.liked").await;
     assert_eq!(
-        envelope
-            .trace_context
-            .get("traceparent")
-            .map(String::as_str),
+        liked.trace_context.get("traceparent").map(String::as_str),
         Some(trace)
     );
 
     // A request without one gets a trace of its own.
-    let url = format!(
-        "sqlite://{}?mode=ro",
-        app.data_dir().join("post.db").display()
-    );
-    let db = sea_orm::Database::connect(url).await.expect("post.db");
-    let rows = oba_kit::outbox::entity::Entity::find()
-        .all(&db)
-        .await
-        .expect("outbox");
-    let created = rows
-        .iter()
-        .find(|r| r.event_type == "post.created")
-        .expect("post.created written");
-    let envelope = Envelope::decode(created.envelope.as_slice()).expect("envelope");
+    let envelope = outbox_event(&app, "post.db", "post.created").await;
     let own = envelope.trace_context.get("traceparent").expect("a trace");
     assert!(
         oba_kit::trace::parse(own).is_some() && own != trace,

@@ -71,6 +71,14 @@ pub struct ServiceStatus {
     pub version: Option<String>,
 }
 
+/// The viewer's user id as peers take it: empty when anonymous.
+fn viewer_id(viewer: &Viewer) -> String {
+    match viewer {
+        Viewer::User(claims) => claims.sub.to_string(),
+        Viewer::Anonymous => String::new(),
+    }
+}
+
 fn cached<L: Loader<String>>(loader: L) -> Cached<L> {
     DataLoader::with_cache(loader, tokio::spawn, HashMapCache::default())
 }
@@ -95,10 +103,7 @@ pub struct BlogApi {
 
 impl BlogApi {
     pub fn new(peers: Peers, viewer: Viewer) -> Self {
-        let viewer_id = match &viewer {
-            Viewer::User(claims) => claims.sub.to_string(),
-            Viewer::Anonymous => String::new(),
-        };
+        let viewer_id = viewer_id(&viewer);
         Self {
             profiles: cached(ProfileLoader {
                 peers: peers.clone(),
@@ -225,10 +230,7 @@ impl BlogApi {
     }
 
     fn viewer_id(&self) -> String {
-        match &self.viewer {
-            Viewer::User(claims) => claims.sub.to_string(),
-            Viewer::Anonymous => String::new(),
-        }
+        viewer_id(&self.viewer)
     }
 
     // ---- posts ----
