@@ -130,7 +130,19 @@ def main():
                 check(all(r >= 2 for r in replicas.values()), f"prod replicas {replicas}")
                 check("blog-aggregator" in by_kind.get("HorizontalPodAutoscaler", {}), "prod: edge autoscaled")
                 check(sorted(by_kind.get("PodDisruptionBudget", {})) == sorted(SERVICES), "prod: a PDB per service")
-                check(len(by_kind.get("NetworkPolicy", {})) >= 3, "prod: network policies")
+                policies = by_kind.get("NetworkPolicy", {})
+                check(len(policies) >= 3, "prod: network policies")
+                # Ingress to a service is granted per caller (by name), never to every oba pod.
+                for pname, policy in policies.items():
+                    for rule in policy["spec"].get("ingress", []):
+                        for peer in rule.get("from", []):
+                            labels = peer.get("podSelector", {}).get("matchLabels", {})
+                            check("app.kubernetes.io/part-of" not in labels,
+                                  f"prod: {pname} admits every oba pod")
+                    if policy["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") == "blog-aggregator":
+                        for rule in policy["spec"].get("egress", []):
+                            ports = {p.get("port") for p in rule.get("ports", [])}
+                            check(not ports & {5432, 4222}, f"prod: {pname} lets the edge reach a database or the bus")
             if overlay == "overlays/dev":
                 check({"postgres", "nats"} <= set(by_kind.get("StatefulSet", {})), "dev: PostgreSQL and NATS")
                 for name, d in deployments.items():

@@ -13,7 +13,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "oba/notification/v1/notification.proto",
     ];
     let fds = protox::compile(files, [&root])?;
+    write_method_paths(&fds)?;
     tonic_prost_build::configure().compile_fds(fds)?;
     println!("cargo:rerun-if-changed={}", root.display());
     Ok(())
+}
+
+/// Writes `METHODS`: the path of every gRPC method the contracts define, the closed set that
+/// metric labels are taken from.
+fn write_method_paths(fds: &prost_types::FileDescriptorSet) -> std::io::Result<()> {
+    let mut paths = Vec::new();
+    for file in &fds.file {
+        for service in &file.service {
+            for method in &service.method {
+                paths.push(format!(
+                    "/{}.{}/{}",
+                    file.package(),
+                    service.name(),
+                    method.name()
+                ));
+            }
+        }
+    }
+    paths.sort();
+    let body: String = paths.iter().map(|p| format!("    {p:?},\n")).collect();
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").map_err(std::io::Error::other)?);
+    std::fs::write(
+        out.join("methods.rs"),
+        format!("pub const METHODS: &[&str] = &[\n{body}];\n"),
+    )
 }

@@ -1,5 +1,12 @@
-//! Tokens: user-service signs them with an Ed25519 private key, every other service verifies
-//! them with the public key only.
+//! Tokens and callers: user-service signs tokens with an Ed25519 private key, every service
+//! verifies them with the public key only, and takes the actor of a call from them.
+//!
+//! Two kinds of token share the key: a user's session (claims [`Claims`], no audience) and a
+//! service credential (claims [`ServiceClaims`], audience [`SERVICE_AUDIENCE`]) for calls
+//! made on nobody's behalf, such as the edge's cleanup after a post is deleted. Neither
+//! passes for the other. A service reads its [`Caller`] from the verified credential of each
+//! request ([`crate::server`] verifies it once, for every gRPC call), never from the request
+//! body: a reachable port grants nothing.
 //!
 //! Keys are PEM files named by configuration. For a newcomer's `oba up`,
 //! [`ensure_dev_keypair`] creates a pair in the data directory on first start.
@@ -14,7 +21,11 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::{ConfigError, Setting};
-use crate::error::{ServiceError, parse_id};
+use crate::error::ServiceError;
+
+/// The `aud` of service credentials. User tokens carry no audience, so a service credential
+/// never verifies as a user's token, nor a user's token as a service credential.
+pub const SERVICE_AUDIENCE: &str = "oba-service";
 
 /// What a user may do beyond their own resources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,7 +35,8 @@ pub enum Role {
     Admin,
 }
 
-/// Who performs a write, as the edge verified it; what the services check ownership against.
+/// The user a call is made for, as their verified token says; what services check
+/// ownership against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Actor {
     pub user_id: Uuid,
@@ -36,22 +48,6 @@ impl Actor {
         Self {
             user_id: claims.sub,
             admin: claims.role == Role::Admin,
-        }
-    }
-
-    /// Reads the actor of a request; a write without one is refused.
-    pub fn parse(actor: Option<&oba_proto::common::v1::Actor>) -> Result<Self, ServiceError> {
-        let actor = actor.ok_or_else(|| ServiceError::Unauthenticated("no actor".into()))?;
-        Ok(Self {
-            user_id: parse_id("actor", &actor.user_id)?,
-            admin: actor.admin,
-        })
-    }
-
-    pub fn message(self) -> oba_proto::common::v1::Actor {
-        oba_proto::common::v1::Actor {
-            user_id: self.user_id.to_string(),
-            admin: self.admin,
         }
     }
 
@@ -74,6 +70,16 @@ pub struct Claims {
     pub sub: Uuid,
     pub username: String,
     pub role: Role,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+/// The claims of a service credential: which service calls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceClaims {
+    /// The calling service's name, e.g. `blog-aggregator`.
+    pub svc: String,
+    pub aud: String,
     pub iat: i64,
     pub exp: i64,
 }
@@ -114,6 +120,19 @@ impl TokenSigner {
         jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.key)
             .map_err(|_| TokenError::Invalid)
     }
+
+    /// A credential for `service`'s calls made on nobody's behalf, valid for `ttl`.
+    pub fn sign_service(&self, service: &str, ttl: Duration) -> Result<String, TokenError> {
+        let now = chrono::Utc::now().timestamp();
+        let claims = ServiceClaims {
+            svc: service.to_owned(),
+            aud: SERVICE_AUDIENCE.to_owned(),
+            iat: now,
+            exp: now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.key)
+            .map_err(|_| TokenError::Invalid)
+    }
 }
 
 /// Verifies tokens with the public key.
@@ -121,6 +140,7 @@ impl TokenSigner {
 pub struct TokenVerifier {
     key: DecodingKey,
     validation: Validation,
+    service_validation: Validation,
 }
 
 impl TokenVerifier {
@@ -128,20 +148,137 @@ impl TokenVerifier {
         let pem = read_key_file(path)?;
         let key = DecodingKey::from_ed_pem(&pem)
             .map_err(|e| path.problem(format!("not an Ed25519 public key in PEM: {e}")))?;
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        // Expiry is exact: a token is dead the second it expires.
-        validation.leeway = 0;
-        Ok(Self { key, validation })
+        Ok(Self::new(key))
     }
 
+    fn new(key: DecodingKey) -> Self {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        // Expiry is exact: a token is dead from the second it names (`exp == now` is refused).
+        validation.leeway = 0;
+        validation.reject_tokens_expiring_in_less_than = 1;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut service_validation = validation.clone();
+        service_validation.set_required_spec_claims(&["exp", "aud"]);
+        service_validation.set_audience(&[SERVICE_AUDIENCE]);
+        Self {
+            key,
+            validation,
+            service_validation,
+        }
+    }
+
+    /// A user's session token.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        use jsonwebtoken::errors::ErrorKind;
-        jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map(|data| data.claims)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                _ => TokenError::Invalid,
-            })
+        decode(token, &self.key, &self.validation)
+    }
+
+    /// A service credential.
+    pub fn verify_service(&self, token: &str) -> Result<ServiceClaims, TokenError> {
+        decode(token, &self.key, &self.service_validation)
+    }
+}
+
+fn decode<C: serde::de::DeserializeOwned>(
+    token: &str,
+    key: &DecodingKey,
+    validation: &Validation,
+) -> Result<C, TokenError> {
+    use jsonwebtoken::errors::ErrorKind;
+    jsonwebtoken::decode::<C>(token, key, validation)
+        .map(|data| data.claims)
+        .map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            _ => TokenError::Invalid,
+        })
+}
+
+/// Who calls a service, as the request's verified credential proves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// No credential: public reads only.
+    Anonymous,
+    /// A signed-in user, from their session token.
+    User(Actor),
+    /// Another oba service acting on nobody's behalf, from its service credential.
+    Service(String),
+}
+
+impl Caller {
+    /// Reads an `authorization: Bearer <token>` value: a user's token or a service
+    /// credential. A credential that is present but bad is an error, never anonymous.
+    pub fn from_authorization(
+        value: Option<&str>,
+        verifier: &TokenVerifier,
+    ) -> Result<Self, TokenError> {
+        let Some(value) = value else {
+            return Ok(Self::Anonymous);
+        };
+        let token = value
+            .strip_prefix("Bearer ")
+            .ok_or(TokenError::Invalid)?
+            .trim();
+        match verifier.verify(token) {
+            Ok(claims) => Ok(Self::User(Actor::from_claims(&claims))),
+            Err(TokenError::Expired) => Err(TokenError::Expired),
+            Err(TokenError::Invalid) => verifier
+                .verify_service(token)
+                .map(|claims| Self::Service(claims.svc)),
+        }
+    }
+
+    /// The caller of a gRPC request, as the server's authentication layer recorded it.
+    pub fn of<T>(request: &tonic::Request<T>) -> Self {
+        request
+            .extensions()
+            .get::<Self>()
+            .cloned()
+            .unwrap_or(Self::Anonymous)
+    }
+
+    /// The user the call is made for, or UNAUTHENTICATED.
+    pub fn user(&self) -> Result<Actor, ServiceError> {
+        match self {
+            Self::User(actor) => Ok(*actor),
+            _ => Err(ServiceError::Unauthenticated(
+                "this call needs a user's token".into(),
+            )),
+        }
+    }
+
+    /// The signed-in user, if any: whose `following`/`liked` flags a read shows.
+    pub fn viewer(&self) -> Option<Uuid> {
+        match self {
+            Self::User(actor) => Some(actor.user_id),
+            _ => None,
+        }
+    }
+
+    /// Refuses anyone but one of the `allowed` services.
+    pub fn require_service(&self, allowed: &[&str]) -> Result<(), ServiceError> {
+        match self {
+            Self::Service(name) if allowed.contains(&name.as_str()) => Ok(()),
+            Self::Service(_) | Self::User(_) => Err(ServiceError::Forbidden(
+                "only an oba service may do this".into(),
+            )),
+            Self::Anonymous => Err(ServiceError::Unauthenticated(
+                "this call needs a service credential".into(),
+            )),
+        }
+    }
+}
+
+/// A bearer credential to forward on calls to peers: a user's token, or a service's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl Credential {
+    /// `Bearer <token>`; None for a token that cannot be a header value.
+    pub fn bearer(token: &str) -> Option<Self> {
+        format!("Bearer {token}").parse().ok().map(Self)
+    }
+
+    pub fn header_value(&self) -> &tonic::metadata::MetadataValue<tonic::metadata::Ascii> {
+        &self.0
     }
 }
 
@@ -182,8 +319,9 @@ pub fn ensure_dev_keypair(dir: &Path) -> std::io::Result<(KeyPairFiles, bool)> {
     Ok((files, true))
 }
 
+/// Writes a secret file readable by its owner only.
 #[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
@@ -195,8 +333,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.write_all(bytes)
 }
 
+/// Writes a secret file.
 #[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(path, bytes)
 }
 
@@ -259,6 +398,77 @@ mod tests {
         let (_, created_again) = ensure_dev_keypair(dir.path()).expect("second");
         assert!(created && !created_again);
         assert_eq!(std::fs::read(&first.private_key).expect("read"), before);
+    }
+
+    #[test]
+    fn a_token_expiring_now_is_refused() {
+        let (_dir, signer, verifier) = pair();
+        let now = chrono::Utc::now().timestamp();
+        let claims = Claims {
+            sub: Uuid::now_v7(),
+            username: "alice".into(),
+            role: Role::User,
+            iat: now - 10,
+            exp: now,
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &signer.key)
+            .expect("sign");
+        assert_eq!(verifier.verify(&token), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn service_credentials_and_user_tokens_never_pass_for_each_other() {
+        let (_dir, signer, verifier) = pair();
+        let service = signer
+            .sign_service("blog-aggregator", Duration::from_secs(60))
+            .expect("sign");
+        let user = signer
+            .sign(Uuid::now_v7(), "alice", Role::Admin)
+            .expect("sign");
+        assert_eq!(
+            verifier.verify_service(&service).expect("service").svc,
+            "blog-aggregator"
+        );
+        assert_eq!(verifier.verify(&service), Err(TokenError::Invalid));
+        assert_eq!(verifier.verify_service(&user), Err(TokenError::Invalid));
+        let caller = |value: &str| Caller::from_authorization(Some(value), &verifier);
+        assert_eq!(
+            caller(&format!("Bearer {service}")),
+            Ok(Caller::Service("blog-aggregator".into()))
+        );
+        assert!(matches!(caller(&format!("Bearer {user}")), Ok(Caller::User(a)) if a.admin));
+        assert_eq!(caller("Bearer forged"), Err(TokenError::Invalid));
+        assert_eq!(caller(&format!("Token {user}")), Err(TokenError::Invalid));
+        assert_eq!(
+            Caller::from_authorization(None, &verifier),
+            Ok(Caller::Anonymous)
+        );
+    }
+
+    #[test]
+    fn only_the_named_services_pass_a_service_check() {
+        let edge = Caller::Service("blog-aggregator".into());
+        assert!(edge.require_service(&["blog-aggregator"]).is_ok());
+        let other = Caller::Service("rank-service".into());
+        assert_eq!(
+            other
+                .require_service(&["blog-aggregator"])
+                .map_err(|e| e.code()),
+            Err(crate::ErrorCode::Forbidden)
+        );
+        let user = Caller::User(Actor {
+            user_id: Uuid::now_v7(),
+            admin: true,
+        });
+        assert_eq!(
+            user.require_service(&["blog-aggregator"])
+                .map_err(|e| e.code()),
+            Err(crate::ErrorCode::Forbidden)
+        );
+        assert_eq!(
+            Caller::Anonymous.user().map_err(|e| e.code()),
+            Err(crate::ErrorCode::Unauthenticated)
+        );
     }
 
     #[test]

@@ -1,22 +1,28 @@
-//! What a stateful service connects to — its own database and the event bus — and the two
-//! ways it uses the bus: publishing through its outbox, or consuming into a projection.
-//! Every service's `app` starts here, so none copies another's set-up.
+//! What a stateful service connects to — its own database and the event bus — and the
+//! key it verifies its callers with, and the two ways it uses the bus: publishing through
+//! its outbox, or consuming into a projection. Every service's `app` starts here, so none
+//! copies another's set-up.
+
+use std::path::PathBuf;
 
 use sea_orm::DatabaseConnection;
 use sea_orm_migration::MigratorTrait;
 
+use crate::auth::TokenVerifier;
 use crate::bus::{self, Bus, BusConfig};
-use crate::config::{ConfigError, Env};
+use crate::config::{ConfigError, Env, Setting};
 use crate::consumer::{self, Projection};
 use crate::db::{self, DbConfig};
 use crate::outbox::{Outbox, Relay};
 use crate::server::ServiceApp;
 
-/// `OBA_DATABASE_*` and `OBA_BUS_*`.
+/// `OBA_DATABASE_*`, `OBA_BUS_*` and `OBA_TOKEN_PUBLIC_KEY_FILE`.
 #[derive(Debug, Clone)]
 pub struct BackendsConfig {
     pub database: DbConfig,
     pub bus: BusConfig,
+    /// Ed25519 public key (SPKI PEM) that verifies every caller's credential.
+    pub token_public_key: Setting<PathBuf>,
 }
 
 impl BackendsConfig {
@@ -24,6 +30,7 @@ impl BackendsConfig {
         Self {
             database: DbConfig::from_env(env),
             bus: BusConfig::from_env(env),
+            token_public_key: env.required("OBA_TOKEN_PUBLIC_KEY_FILE").map(PathBuf::from),
         }
     }
 
@@ -33,7 +40,9 @@ impl BackendsConfig {
         &self,
         in_process: Option<Bus>,
     ) -> Result<Backends, ConfigError> {
+        let verifier = TokenVerifier::from_pem_file(&self.token_public_key)?;
         Ok(Backends {
+            verifier,
             db: db::connect_and_migrate::<M>(&self.database).await?,
             bus: self.bus.connect(in_process).await?,
             namespace: self.bus.namespace.value.clone(),
@@ -44,6 +53,7 @@ impl BackendsConfig {
 /// A service's connected database and bus.
 #[derive(Clone)]
 pub struct Backends {
+    pub verifier: TokenVerifier,
     pub db: DatabaseConnection,
     pub bus: Bus,
     pub namespace: String,
@@ -51,7 +61,7 @@ pub struct Backends {
 
 impl Backends {
     fn app(&self, name: &'static str) -> ServiceApp {
-        ServiceApp::new(name)
+        ServiceApp::new(name, self.verifier.clone())
             .readiness(db::readiness(self.db.clone()))
             .readiness(bus::readiness(self.bus.clone()))
     }

@@ -10,6 +10,9 @@ use tonic::{Code, Status};
 /// Metadata key carrying the name of the input field an error is about.
 pub const FIELD_METADATA: &str = "oba-field";
 
+/// Metadata key carrying, with RESOURCE_EXHAUSTED, the seconds after which to try again.
+pub const RETRY_AFTER_METADATA: &str = "retry-after";
+
 /// The codes a client sees, as GraphQL `extensions.code`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
@@ -17,6 +20,8 @@ pub enum ErrorCode {
     Forbidden,
     NotFound,
     BadUserInput,
+    /// Over a rate or concurrency limit: try again after a while (HTTP 429).
+    TooManyRequests,
     Unavailable,
     Internal,
 }
@@ -28,6 +33,7 @@ impl ErrorCode {
             Self::Forbidden => "FORBIDDEN",
             Self::NotFound => "NOT_FOUND",
             Self::BadUserInput => "BAD_USER_INPUT",
+            Self::TooManyRequests => "TOO_MANY_REQUESTS",
             Self::Unavailable => "UNAVAILABLE",
             Self::Internal => "INTERNAL",
         }
@@ -42,7 +48,7 @@ impl ErrorCode {
             Code::PermissionDenied => Self::Forbidden,
             Code::NotFound => Self::NotFound,
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Self::Unavailable,
-            Code::ResourceExhausted => Self::Unavailable,
+            Code::ResourceExhausted => Self::TooManyRequests,
             _ => Self::Internal,
         }
     }
@@ -54,6 +60,7 @@ impl ErrorCode {
             Self::Forbidden => 403,
             Self::NotFound => 404,
             Self::BadUserInput => 422,
+            Self::TooManyRequests => 429,
             Self::Unavailable => 503,
             Self::Internal => 500,
         }
@@ -81,6 +88,12 @@ pub enum ServiceError {
     Forbidden(String),
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// Over a rate or concurrency limit; worth trying again after `retry_after_secs`.
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// A dependency (database, peer service) cannot be reached right now.
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
@@ -103,6 +116,7 @@ impl ServiceError {
             Self::Unauthenticated(_) => ErrorCode::Unauthenticated,
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::NotFound(_) => ErrorCode::NotFound,
+            Self::TooManyRequests { .. } => ErrorCode::TooManyRequests,
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::Internal(_) => ErrorCode::Internal,
         }
@@ -133,6 +147,17 @@ impl From<ServiceError> for Status {
             ServiceError::Unauthenticated(m) => Status::unauthenticated(m),
             ServiceError::Forbidden(m) => Status::permission_denied(m),
             ServiceError::NotFound(what) => Status::not_found(format!("{what} not found")),
+            ServiceError::TooManyRequests {
+                message,
+                retry_after_secs,
+            } => {
+                let mut status = Status::resource_exhausted(message);
+                status.metadata_mut().insert(
+                    RETRY_AFTER_METADATA,
+                    tonic::metadata::MetadataValue::from(retry_after_secs),
+                );
+                status
+            }
             ServiceError::Unavailable(what) => {
                 Status::unavailable(format!("{what} is temporarily unavailable"))
             }
@@ -172,6 +197,17 @@ pub fn parse_optional_id(
     }
 }
 
+/// The seconds after which a peer's RESOURCE_EXHAUSTED says to try again, if it said.
+pub fn retry_after_of(status: &Status) -> Option<u64> {
+    status
+        .metadata()
+        .get(RETRY_AFTER_METADATA)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// The input field a peer's status is about, if it named one.
 pub fn field_of(status: &Status) -> Option<&str> {
     status.metadata().get(FIELD_METADATA)?.to_str().ok()
@@ -190,6 +226,17 @@ mod tests {
     }
 
     #[test]
+    fn too_many_requests_says_when_to_retry() {
+        let status = Status::from(ServiceError::TooManyRequests {
+            message: "slow down".into(),
+            retry_after_secs: 7,
+        });
+        assert_eq!(ErrorCode::of_status(&status), ErrorCode::TooManyRequests);
+        assert_eq!(retry_after_of(&status), Some(7));
+        assert_eq!(ErrorCode::TooManyRequests.http_status(), 429);
+    }
+
+    #[test]
     fn internal_errors_do_not_leak_details() {
         let status = Status::from(ServiceError::Internal("disk full at /secret".into()));
         assert_eq!(ErrorCode::of_status(&status), ErrorCode::Internal);
@@ -204,6 +251,13 @@ mod tests {
                 ErrorCode::Unauthenticated,
             ),
             (ServiceError::Forbidden("x".into()), ErrorCode::Forbidden),
+            (
+                ServiceError::TooManyRequests {
+                    message: "slow down".into(),
+                    retry_after_secs: 3,
+                },
+                ErrorCode::TooManyRequests,
+            ),
             (ServiceError::NotFound("post"), ErrorCode::NotFound),
             (
                 ServiceError::Unavailable("db".into()),

@@ -16,9 +16,14 @@ use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodLabel {
-    /// The full gRPC method path, e.g. `/oba.post.v1.PostService/ListPosts`.
+    /// The full gRPC method path, e.g. `/oba.post.v1.PostService/ListPosts`, for the
+    /// service's real methods only; [`OTHER_METHOD`] for every other path, so that callers
+    /// cannot grow the label set.
     pub method: String,
 }
+
+/// The label of calls to a method the service does not have.
+pub const OTHER_METHOD: &str = "other";
 
 /// The metrics registry of one service.
 #[derive(Clone)]
@@ -68,17 +73,39 @@ impl Metrics {
     }
 }
 
-/// Middleware counting gRPC calls by method.
+/// Whether a request speaks gRPC (by its content type).
+pub fn is_grpc(request: &Request) -> bool {
+    request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// Middleware counting gRPC calls by method: one of the contracts' methods that this service
+/// answered (not UNIMPLEMENTED), or `other`.
 pub async fn count_grpc_requests(
     State(metrics): State<Metrics>,
     request: Request,
     next: Next,
 ) -> Response {
+    if !is_grpc(&request) {
+        return next.run(request).await;
+    }
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let unimplemented = response
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|status| status == "12");
+    let method = if unimplemented || !oba_proto::methods::is_known(&path) {
+        OTHER_METHOD.to_owned()
+    } else {
+        path
+    };
     metrics
         .grpc_requests
-        .get_or_create(&MethodLabel {
-            method: request.uri().path().to_owned(),
-        })
+        .get_or_create(&MethodLabel { method })
         .inc();
-    next.run(request).await
+    response
 }

@@ -4,26 +4,33 @@
 //! adds what all services share: `/healthz` (liveness: the process answers), `/readyz`
 //! (readiness: its dependencies answer), `/metrics` (Prometheus) and the standard gRPC
 //! health service, then serves HTTP/1 and HTTP/2 (gRPC) on one listener until shutdown.
+//!
+//! Every gRPC call is authenticated here, once for all services: its `authorization`
+//! credential is verified and the resulting [`Caller`] put in the request's extensions,
+//! where handlers read it; a bad credential is refused before any handler runs. Only gRPC
+//! requests reach the gRPC router: any other unknown path is a plain 404.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::Request;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::IntoResponse;
+use axum::response::Response;
 use axum::routing::get;
 use futures::future::BoxFuture;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
-use tonic::transport::{Channel, Endpoint};
 use tower::Service;
 
 use oba_proto::common::v1::{self as common, introspection_server::IntrospectionServer};
 
-use crate::config::{ConfigError, Setting};
+use crate::auth::{Caller, TokenError, TokenVerifier};
 use crate::metrics::{Metrics, count_grpc_requests};
 
 /// A readiness check: `Err` says which dependency is not ready.
@@ -32,6 +39,7 @@ pub type ReadinessCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>>
 /// One service, ready to be served.
 pub struct ServiceApp {
     name: &'static str,
+    verifier: TokenVerifier,
     grpc: tonic::service::Routes,
     grpc_names: Vec<&'static str>,
     http: Router,
@@ -45,9 +53,11 @@ pub struct ServiceApp {
 pub type BackgroundTask = Box<dyn FnOnce(CancellationToken) -> BoxFuture<'static, ()> + Send>;
 
 impl ServiceApp {
-    pub fn new(name: &'static str) -> Self {
+    /// A service whose callers are authenticated with `verifier`.
+    pub fn new(name: &'static str, verifier: TokenVerifier) -> Self {
         Self {
             name,
+            verifier,
             grpc: tonic::service::Routes::default(),
             grpc_names: Vec::new(),
             http: Router::new(),
@@ -122,6 +132,11 @@ impl ServiceApp {
             .add_service(introspection)
             .into_axum_router()
             .layer(axum::middleware::from_fn_with_state(
+                self.verifier,
+                authenticate,
+            ))
+            .layer(axum::middleware::from_fn(only_grpc))
+            .layer(axum::middleware::from_fn_with_state(
                 self.metrics.clone(),
                 count_grpc_requests,
             ));
@@ -136,8 +151,48 @@ impl ServiceApp {
         let router = grpc
             .merge(self.http)
             .merge(probes)
+            .fallback(not_found)
             .layer(axum::middleware::from_fn(crate::trace::propagate));
         (router, background)
+    }
+}
+
+/// Verifies the credential of a gRPC call and records its [`Caller`]; refuses a bad one.
+async fn authenticate(
+    State(verifier): State<TokenVerifier>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let value = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|v| v.to_str().map_err(|_| TokenError::Invalid))
+        .transpose();
+    match value.and_then(|v| Caller::from_authorization(v, &verifier)) {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(e) => tonic::Status::unauthenticated(e.to_string()).into_http(),
+    }
+}
+
+/// Keeps plain HTTP requests away from the gRPC router: a browser's GET of a gRPC path is a
+/// plain 404, like any other unknown path.
+async fn only_grpc(request: Request, next: Next) -> Response {
+    if crate::metrics::is_grpc(&request) {
+        next.run(request).await
+    } else {
+        (StatusCode::NOT_FOUND, "not found").into_response()
+    }
+}
+
+/// An unknown gRPC method is UNIMPLEMENTED; any other unknown path is a plain 404.
+async fn not_found(request: Request) -> Response {
+    if crate::metrics::is_grpc(&request) {
+        tonic::Status::unimplemented("no such method").into_http()
+    } else {
+        (StatusCode::NOT_FOUND, "not found").into_response()
     }
 }
 
@@ -207,12 +262,29 @@ impl ServiceApp {
     }
 }
 
+/// A client must send a request's whole header within this time (slow-header attacks hold
+/// connections open otherwise); it also bounds how long an idle HTTP/1 connection stays.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// HTTP/2 connections are pinged this often, and closed when a ping is not answered in
+/// [`HTTP2_KEEP_ALIVE_TIMEOUT`].
+const HTTP2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const HTTP2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves `app` on `listener` until `shutdown` is cancelled, then drains in-flight requests.
+///
+/// Connections are served by hyper directly (not `axum::serve`) so that header-read and
+/// keep-alive timeouts apply. Each request carries its client's address as axum's
+/// `ConnectInfo<SocketAddr>`. On shutdown the listener closes first, then every connection
+/// finishes its in-flight requests and closes.
 pub async fn serve(
     app: PreparedApp,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+
     let name = app.name;
     tracing::info!(service = name, addr = %listener.local_addr()?, "serving");
     // Background work stops after the server: a request in flight may still enqueue events.
@@ -222,35 +294,58 @@ pub async fn serve(
         .into_iter()
         .map(|task| tokio::spawn(task(background_stop.clone())))
         .collect();
-    let served = axum::serve(listener, app.router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(HTTP2_KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT)
+        // Live streams (one per watcher) share a connection from the edge; the edge caps
+        // watchers (OBA_SUBSCRIPTIONS_MAX), this caps what one connection may open.
+        .max_concurrent_streams(4096);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, remote) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(service = name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let router = app.router.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(remote));
+            router.clone().call(request)
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
     background_stop.cancel();
     for task in background {
         let _ = task.await;
     }
-    served?;
     tracing::info!(service = name, "stopped");
     Ok(())
-}
-
-/// A lazily connected channel to a peer service; calls fail fast with UNAVAILABLE while the
-/// peer is down instead of hanging, and succeed again once it is back.
-pub fn peer_channel(url: &Setting<String>) -> Result<Channel, ConfigError> {
-    Ok(peer_endpoint(url)?
-        .timeout(Duration::from_secs(10))
-        .connect_lazy())
-}
-
-/// As [`peer_channel`], without a per-request timeout: for server streams that stay open.
-pub fn peer_channel_for_streams(url: &Setting<String>) -> Result<Channel, ConfigError> {
-    Ok(peer_endpoint(url)?.connect_lazy())
-}
-
-fn peer_endpoint(url: &Setting<String>) -> Result<Endpoint, ConfigError> {
-    Ok(Endpoint::from_shared(url.value.clone())
-        .map_err(|e| url.problem(format!("not a valid URL: {e}")))?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30)))
 }

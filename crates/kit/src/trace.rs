@@ -3,7 +3,7 @@
 //! the request that produced it.
 //!
 //! Every server scopes each request in a task-local holding its `traceparent` (the caller's,
-//! or a new one); gRPC clients built with [`TraceInterceptor`] send it on; the outbox copies
+//! or a new one); gRPC clients built with [`crate::peer::Outgoing`] send it on; the outbox copies
 //! it into `Envelope.trace_context`.
 
 use std::future::Future;
@@ -61,22 +61,6 @@ pub async fn propagate(request: Request, next: Next) -> Response {
         .and_then(parse)
         .unwrap_or_else(new_traceparent);
     scope(traceparent, next.run(request)).await
-}
-
-/// Adds the current `traceparent` to outgoing gRPC requests.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TraceInterceptor;
-
-impl tonic::service::Interceptor for TraceInterceptor {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = current().and_then(|t| t.parse().ok()) {
-            request.metadata_mut().insert(HEADER, value);
-        }
-        Ok(request)
-    }
 }
 
 #[cfg(test)]

@@ -7,12 +7,12 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use std::sync::Arc;
 
-use oba_kit::auth::ensure_dev_keypair;
+use oba_kit::auth::{TokenSigner, ensure_dev_keypair};
 use oba_kit::bus::{Bus, InProcessBus};
 use oba_kit::config::{ConfigError, Env, Setting};
 use oba_kit::db::{self, DbConfig};
@@ -475,6 +475,12 @@ fn up_env(config: &UpConfig, addrs: &BTreeMap<Service, SocketAddr>) -> Result<En
             files.public_key.display().to_string(),
         );
     }
+    if env.get("OBA_SERVICE_TOKEN_FILE").is_none() {
+        let private_key = env.get("OBA_TOKEN_PRIVATE_KEY_FILE").unwrap_or_default();
+        let file = config.data_dir.value.join("service-token");
+        write_service_token(Path::new(private_key), Service::BlogAggregator, &file)?;
+        env.default_to("OBA_SERVICE_TOKEN_FILE", file.display().to_string());
+    }
     env.default_to("OBA_TOKEN_TTL_SECS", config.token_ttl_secs.to_string());
     // Browser front ends on any origin may call a local system.
     env.default_to("OBA_CORS_ALLOWED_ORIGINS", "*");
@@ -488,6 +494,25 @@ fn up_env(config: &UpConfig, addrs: &BTreeMap<Service, SocketAddr>) -> Result<En
         env.default_to("OBA_ADMIN_PASSWORD", DEV_ADMIN_PASSWORD);
     }
     Ok(env)
+}
+
+/// How long a service credential made by `oba up` or `oba service-token` is valid.
+pub const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Signs a service credential for `service` with the token private key and writes it to
+/// `file`, readable by its owner only.
+pub fn write_service_token(
+    private_key: &Path,
+    service: Service,
+    file: &Path,
+) -> Result<(), StartError> {
+    let key = Setting::new("OBA_TOKEN_PRIVATE_KEY_FILE", private_key.to_owned());
+    let signer = TokenSigner::from_pem_file(&key, SERVICE_TOKEN_TTL)?;
+    let token = signer
+        .sign_service(service.name(), SERVICE_TOKEN_TTL)
+        .map_err(|e| StartError::Io(format!("cannot sign a service credential: {e}")))?;
+    oba_kit::auth::write_private(file, token.as_bytes())
+        .map_err(|e| StartError::Io(format!("cannot write {}: {e}", file.display())))
 }
 
 /// Runs one service on `OBA_LISTEN_ADDR` until shutdown.

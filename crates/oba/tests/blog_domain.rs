@@ -497,7 +497,6 @@ async fn deleting_a_post_removes_its_comments_and_likes(app: TestSystem) {
     let summary = likes
         .count_likes(CountLikesRequest {
             post_ids: vec![post_id.clone()],
-            viewer_id: String::new(),
         })
         .await
         .expect("count likes")

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use oba::Service;
 use serde_json::{Value, json};
-use support::TestSystem;
+use support::{TestSystem, ws};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -205,55 +205,15 @@ impl MaxByLen for Value {
 }
 
 /// A graphql-transport-ws client, signed in with `token`, subscribed to notificationAdded.
-async fn subscribe(
-    app: &TestSystem,
-    token: &str,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let url = format!("{}/graphql/ws", app.url.replace("http://", "ws://"));
-    let mut request = url.into_client_request().expect("request");
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("websocket");
-    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
+async fn subscribe(app: &TestSystem, token: &str) -> ws::Socket {
+    let mut socket = ws::signed_in(app, token).await;
+    ws::subscribe(
+        &mut socket,
+        "1",
+        "subscription { notificationAdded { kind actor { username } } }",
+    )
+    .await;
     socket
-        .send(Message::text(init.to_string()))
-        .await
-        .expect("init");
-    let ack = next_json(&mut socket, Duration::from_secs(5))
-        .await
-        .expect("ack");
-    assert_eq!(ack["type"], "connection_ack", "{ack}");
-    let subscribe = json!({ "id": "1", "type": "subscribe", "payload": {
-        "query": "subscription { notificationAdded { kind actor { username } } }" } });
-    socket
-        .send(Message::text(subscribe.to_string()))
-        .await
-        .expect("subscribe");
-    socket
-}
-
-async fn next_json(
-    socket: &mut tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-    limit: Duration,
-) -> Option<Value> {
-    loop {
-        let message = tokio::time::timeout(limit, socket.next())
-            .await
-            .ok()??
-            .ok()?;
-        if let Message::Text(text) = message {
-            let value: Value = serde_json::from_str(&text).ok()?;
-            if value["type"] != "ping" {
-                return Some(value);
-            }
-        }
-    }
 }
 
 async fn a_subscriber_receives_its_own_notifications_and_no_one_elses(app: TestSystem) {
@@ -271,7 +231,7 @@ async fn a_subscriber_receives_its_own_notifications_and_no_one_elses(app: TestS
         json!({}),
     )
     .await;
-    let event = next_json(&mut alices, Duration::from_secs(15))
+    let event = ws::next_json(&mut alices, Duration::from_secs(15))
         .await
         .expect("alice is notified");
     assert_eq!(event["type"], "next", "{event}");
@@ -280,29 +240,15 @@ async fn a_subscriber_receives_its_own_notifications_and_no_one_elses(app: TestS
         json!({ "kind": "FOLLOWED", "actor": { "username": "bob" } })
     );
     assert!(
-        next_json(&mut carols, Duration::from_millis(1500))
+        ws::next_json(&mut carols, Duration::from_millis(1500))
             .await
             .is_none(),
         "carol hears nothing of alice's"
     );
 
     // A bad token is refused at connection_init.
-    let url = format!("{}/graphql/ws", app.url.replace("http://", "ws://"));
-    let mut request = url.into_client_request().expect("request");
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("websocket");
-    let init =
-        json!({ "type": "connection_init", "payload": { "Authorization": "Bearer forged" } });
-    socket
-        .send(Message::text(init.to_string()))
-        .await
-        .expect("init");
-    let refused = next_json(&mut socket, Duration::from_secs(5)).await;
+    let mut socket = ws::connect(&app, json!({ "Authorization": "Bearer forged" })).await;
+    let refused = ws::next_json(&mut socket, Duration::from_secs(5)).await;
     assert!(
         refused
             .as_ref()

@@ -179,9 +179,12 @@ fn unparsable_setting_exits_non_zero_naming_it() {
 
 #[test]
 fn unreachable_database_exits_non_zero_naming_the_setting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (keys, _) = oba_kit::auth::ensure_dev_keypair(dir.path()).expect("keys");
     let (code, stderr) = run_to_exit(
         oba()
             .args(["serve", "post-service"])
+            .env("OBA_TOKEN_PUBLIC_KEY_FILE", keys.public_key)
             .env("OBA_LISTEN_ADDR", "127.0.0.1:0")
             .env("OBA_DATABASE_URL", "postgres://nobody@127.0.0.1:1/oba_post")
             .env("OBA_DATABASE_CONNECT_TIMEOUT_SECS", "2"),
@@ -205,7 +208,11 @@ fn missing_key_file_exits_non_zero_naming_the_setting() {
                 "OBA_DATABASE_URL",
                 format!("sqlite://{}/u.db?mode=rwc", dir.path().display()),
             )
-            .env("OBA_TOKEN_PRIVATE_KEY_FILE", dir.path().join("absent.pem")),
+            .env("OBA_TOKEN_PRIVATE_KEY_FILE", dir.path().join("absent.pem"))
+            .env(
+                "OBA_TOKEN_PUBLIC_KEY_FILE",
+                dir.path().join("absent.pub.pem"),
+            ),
     );
     assert_eq!(code, Some(2));
     assert!(

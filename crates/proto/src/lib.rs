@@ -50,6 +50,32 @@ pub mod notification {
     }
 }
 
+/// The path of every gRPC method defined in `/proto` (`/oba.post.v1.PostService/ListPosts`),
+/// sorted.
+pub mod methods {
+    include!(concat!(env!("OUT_DIR"), "/methods.rs"));
+
+    /// Whether `path` names a method of oba's contracts or of the standard health protocol.
+    pub fn is_known(path: &str) -> bool {
+        METHODS.binary_search(&path).is_ok()
+            || matches!(
+                path,
+                "/grpc.health.v1.Health/Check" | "/grpc.health.v1.Health/Watch"
+            )
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn real_methods_are_known_and_made_up_ones_are_not() {
+            assert!(super::is_known("/oba.post.v1.PostService/ListPosts"));
+            assert!(super::is_known("/grpc.health.v1.Health/Check"));
+            assert!(!super::is_known("/oba.post.v1.PostService/Nope"));
+            assert!(!super::is_known("/\"/x"));
+        }
+    }
+}
+
 /// Conversions between protobuf timestamps and `chrono` times.
 pub mod time {
     use chrono::{DateTime, Utc};

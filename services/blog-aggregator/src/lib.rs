@@ -5,19 +5,21 @@
 //! `peers` (gRPC clients), `viewer` (who is asking), `compose` (the blog assembled from the
 //! services, for one caller), `graphql` (the API over it), and [`app`].
 
+pub mod client;
 pub mod compose;
 pub mod graphql;
 pub mod peers;
 pub mod rest;
 pub mod viewer;
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, header};
 use axum::routing::{get, post};
-use oba_kit::auth::TokenVerifier;
+use oba_kit::auth::{Credential, TokenVerifier};
 use oba_kit::config::{ConfigError, Env, Setting};
 use oba_kit::server::ServiceApp;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -33,8 +35,18 @@ pub struct Config {
     pub peers: peers::PeerUrls,
     /// Ed25519 public key (SPKI PEM) that verifies tokens.
     pub token_public_key: Setting<PathBuf>,
+    /// The edge's service credential, for its calls made on nobody's behalf (a file made
+    /// by `oba service-token blog-aggregator`).
+    pub service_token: Setting<PathBuf>,
     /// Browser origins allowed to call the APIs (`*` for any); none by default.
     pub cors_allowed_origins: Setting<String>,
+    /// Sign-in attempts (login, register) one client address may make per minute.
+    pub sign_ins_per_minute: NonZeroU32,
+    /// The header a trusted proxy puts the client's address in (its last entry); unset: the
+    /// connection's peer address.
+    pub client_address_header: Option<Setting<String>>,
+    /// Caps on live subscriptions (`OBA_SUBSCRIPTIONS_PER_CONNECTION`, `_PER_USER`, `_MAX`).
+    pub live: compose::live::LiveCaps,
 }
 
 impl Config {
@@ -49,9 +61,22 @@ impl Config {
                 notification_service: env.required("OBA_NOTIFICATION_SERVICE_URL"),
             },
             token_public_key: env.required("OBA_TOKEN_PUBLIC_KEY_FILE").map(PathBuf::from),
+            service_token: env.required("OBA_SERVICE_TOKEN_FILE").map(PathBuf::from),
             cors_allowed_origins: env
                 .optional("OBA_CORS_ALLOWED_ORIGINS")
                 .unwrap_or_else(|| Setting::new("OBA_CORS_ALLOWED_ORIGINS", String::new())),
+            sign_ins_per_minute: env
+                .parsed(
+                    "OBA_SIGN_INS_PER_MINUTE",
+                    NonZeroU32::new(60).unwrap_or(NonZeroU32::MIN),
+                )
+                .value,
+            client_address_header: env.optional("OBA_CLIENT_ADDRESS_HEADER"),
+            live: compose::live::LiveCaps {
+                per_connection: env.parsed("OBA_SUBSCRIPTIONS_PER_CONNECTION", 5).value,
+                per_user: env.parsed("OBA_SUBSCRIPTIONS_PER_USER", 10).value,
+                total: env.parsed("OBA_SUBSCRIPTIONS_MAX", 1000).value,
+            },
         }
     }
 }
@@ -80,22 +105,38 @@ fn cors(origins: &Setting<String>) -> Result<CorsLayer, ConfigError> {
 
 pub async fn app(config: &Config) -> Result<ServiceApp, ConfigError> {
     let verifier = TokenVerifier::from_pem_file(&config.token_public_key)?;
-    let peers = peers::Peers::connect(&config.peers)?;
+    let service_credential = service_credential(&config.service_token, &verifier)?;
+    let peers = peers::PeerChannels::connect(&config.peers, service_credential)?;
+    let address_header = config
+        .client_address_header
+        .as_ref()
+        .map(|h| {
+            axum::http::HeaderName::from_bytes(h.value.trim().as_bytes())
+                .map_err(|_| h.problem("is not a valid header name"))
+        })
+        .transpose()?;
+    let clients = client::Clients::new(address_header, config.sign_ins_per_minute);
+    let state_verifier = verifier.clone();
     let state = graphql::GraphqlState {
         schema: graphql::schema(),
+        introspection_schema: graphql::introspection_schema(),
         peers,
         verifier,
+        clients: clients.clone(),
+        live: compose::live::LiveLimits::new(config.live),
     };
     let cors = cors(&config.cors_allowed_origins)?;
     let rest = rest::router(rest::RestState {
         peers: state.peers.clone(),
         verifier: state.verifier.clone(),
+        clients,
     });
     // The limit layer refuses an announced oversized body from its headers, unread; REST
     // answers that in the RealWorld error shape.
     let graphql = Router::new()
         .route("/graphql", post(graphql::graphql_handler))
-        .route("/graphiql", get(graphql::graphiql))
+        .route("/graphiql", get(graphql::graphiql::page))
+        .route("/graphiql/assets/{file}", get(graphql::graphiql::asset))
         .route("/graphql/ws", get(graphql::graphql_ws))
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES));
@@ -104,5 +145,23 @@ pub async fn app(config: &Config) -> Result<ServiceApp, ConfigError> {
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
         .layer(axum::middleware::map_response(rest::error::realworld_413));
     let http = graphql.merge(rest).layer(cors);
-    Ok(ServiceApp::new(NAME).http(http))
+    Ok(ServiceApp::new(NAME, state_verifier).http(http))
+}
+
+/// Reads the service credential and checks it now, so that a wrong or expired one fails
+/// start-up instead of every cleanup.
+fn service_credential(
+    file: &Setting<PathBuf>,
+    verifier: &TokenVerifier,
+) -> Result<Credential, ConfigError> {
+    let token = std::fs::read_to_string(&file.value)
+        .map_err(|e| file.problem(format!("cannot read {}: {e}", file.value.display())))?;
+    let token = token.trim();
+    let claims = verifier
+        .verify_service(token)
+        .map_err(|e| file.problem(format!("not a valid service credential: {e}")))?;
+    if claims.svc != NAME {
+        return Err(file.problem(format!("is a credential of {}, not of {NAME}", claims.svc)));
+    }
+    Credential::bearer(token).ok_or_else(|| file.problem("not a valid service credential"))
 }

@@ -1,8 +1,10 @@
-//! The gRPC face of comment-service.
+//! The gRPC face of comment-service. The author of a comment is the caller; the author of
+//! its post comes from post-service, never from the request.
 
-use oba_kit::auth::Actor;
-use oba_kit::error::{parse_id, parse_ids, parse_optional_id};
+use oba_kit::auth::Caller;
+use oba_kit::error::{parse_id, parse_ids};
 use oba_kit::page::page_size;
+use oba_kit::peer::PostDirectory;
 use oba_proto::comment::v1 as pb;
 use oba_proto::common::v1::Empty;
 use oba_proto::time::timestamp;
@@ -14,13 +16,17 @@ use crate::storage::{Comment, CommentStore};
 
 pub struct CommentGrpc {
     store: CommentStore,
+    posts: PostDirectory,
 }
 
 impl CommentGrpc {
-    pub fn new(store: CommentStore) -> Self {
-        Self { store }
+    pub fn new(store: CommentStore, posts: PostDirectory) -> Self {
+        Self { store, posts }
     }
 }
+
+/// Only the edge removes the comments of a post it has just deleted.
+const CLEANUP_CALLERS: &[&str] = &["blog-aggregator"];
 
 #[tonic::async_trait]
 impl CommentService for CommentGrpc {
@@ -28,14 +34,14 @@ impl CommentService for CommentGrpc {
         &self,
         request: Request<pb::AddCommentRequest>,
     ) -> Result<Response<pb::Comment>, Status> {
+        let author_id = Caller::of(&request).user()?.user_id;
         let req = request.into_inner();
         let post_id = parse_id("post_id", &req.post_id)?;
-        let author_id = parse_id("author_id", &req.author_id)?;
-        let post_author_id = parse_optional_id("post_author_id", &req.post_author_id)?;
         let body = parse_body(&req.body)?;
+        let post_author_id = self.posts.author_of(post_id).await?;
         let comment = self
             .store
-            .add(post_id, post_author_id, author_id, body)
+            .add(post_id, Some(post_author_id), author_id, body)
             .await?;
         Ok(Response::new(comment_message(comment)))
     }
@@ -66,13 +72,13 @@ impl CommentService for CommentGrpc {
         &self,
         request: Request<pb::DeleteCommentRequest>,
     ) -> Result<Response<pb::Comment>, Status> {
+        let actor = Caller::of(&request).user()?;
         let req = request.into_inner();
-        let actor = Actor::parse(req.actor.as_ref())?;
         let post_id = parse_id("post_id", &req.post_id)?;
-        let post_author = parse_optional_id("post_author_id", &req.post_author_id)?;
+        let post_author = self.posts.author_of(post_id).await?;
         let comment = self
             .store
-            .delete(actor, req.id, post_id, post_author)
+            .delete(actor, req.id, post_id, Some(post_author))
             .await?;
         Ok(Response::new(comment_message(comment)))
     }
@@ -95,6 +101,7 @@ impl CommentService for CommentGrpc {
         &self,
         request: Request<pb::DeletePostCommentsRequest>,
     ) -> Result<Response<Empty>, Status> {
+        Caller::of(&request).require_service(CLEANUP_CALLERS)?;
         let post_id = parse_id("post_id", &request.into_inner().post_id)?;
         let removed = self.store.delete_for_post(post_id).await?;
         tracing::info!(%post_id, removed, "comments of a deleted post removed");

@@ -1,8 +1,11 @@
-//! The gRPC face of like-service.
+//! The gRPC face of like-service. Who likes is the caller; whose post it is comes from
+//! post-service, never from the request.
 
 use std::collections::HashSet;
 
-use oba_kit::error::{parse_id, parse_ids, parse_optional_id};
+use oba_kit::auth::Caller;
+use oba_kit::error::{parse_id, parse_ids};
+use oba_kit::peer::PostDirectory;
 use oba_proto::common::v1::{Empty, IdSet};
 use oba_proto::like::v1 as pb;
 use pb::like_service_server::LikeService;
@@ -14,11 +17,27 @@ use crate::storage::{LikeKey, LikeStore};
 
 pub struct LikeGrpc {
     store: LikeStore,
+    posts: PostDirectory,
 }
 
+/// Only the edge removes the likes of a post it has just deleted.
+const CLEANUP_CALLERS: &[&str] = &["blog-aggregator"];
+
 impl LikeGrpc {
-    pub fn new(store: LikeStore) -> Self {
-        Self { store }
+    pub fn new(store: LikeStore, posts: PostDirectory) -> Self {
+        Self { store, posts }
+    }
+
+    /// The like the caller of `request` asks for, on a post that exists.
+    async fn like_of(&self, request: &Request<pb::LikeRequest>) -> Result<LikeKey, Status> {
+        let user_id = Caller::of(request).user()?.user_id;
+        let post_id = parse_id("post_id", &request.get_ref().post_id)?;
+        let post_author_id = self.posts.author_of(post_id).await?;
+        Ok(LikeKey {
+            post_id,
+            user_id,
+            post_author_id: Some(post_author_id),
+        })
     }
 
     async fn summary(&self, post_id: Uuid, viewer: Uuid) -> Result<pb::LikeSummary, Status> {
@@ -33,21 +52,13 @@ impl LikeGrpc {
     }
 }
 
-fn parse_like(req: &pb::LikeRequest) -> Result<LikeKey, Status> {
-    Ok(LikeKey {
-        post_id: parse_id("post_id", &req.post_id)?,
-        user_id: parse_id("user_id", &req.user_id)?,
-        post_author_id: parse_optional_id("post_author_id", &req.post_author_id)?,
-    })
-}
-
 #[tonic::async_trait]
 impl LikeService for LikeGrpc {
     async fn like(
         &self,
         request: Request<pb::LikeRequest>,
     ) -> Result<Response<pb::LikeSummary>, Status> {
-        let like = parse_like(request.get_ref())?;
+        let like = self.like_of(&request).await?;
         self.store.like(like).await?;
         Ok(Response::new(
             self.summary(like.post_id, like.user_id).await?,
@@ -58,7 +69,7 @@ impl LikeService for LikeGrpc {
         &self,
         request: Request<pb::LikeRequest>,
     ) -> Result<Response<pb::LikeSummary>, Status> {
-        let like = parse_like(request.get_ref())?;
+        let like = self.like_of(&request).await?;
         self.store.unlike(like).await?;
         Ok(Response::new(
             self.summary(like.post_id, like.user_id).await?,
@@ -69,9 +80,8 @@ impl LikeService for LikeGrpc {
         &self,
         request: Request<pb::CountLikesRequest>,
     ) -> Result<Response<pb::LikeSummaries>, Status> {
-        let req = request.into_inner();
-        let post_ids = parse_ids("post_ids", &req.post_ids)?;
-        let viewer = parse_optional_id("viewer_id", &req.viewer_id)?;
+        let viewer = Caller::of(&request).viewer();
+        let post_ids = parse_ids("post_ids", &request.into_inner().post_ids)?;
         let counts = self.store.counts(&post_ids).await?;
         let liked = match viewer {
             Some(viewer) => self.store.liked_among(viewer, &post_ids).await?,
@@ -103,6 +113,7 @@ impl LikeService for LikeGrpc {
         &self,
         request: Request<pb::DeletePostLikesRequest>,
     ) -> Result<Response<Empty>, Status> {
+        Caller::of(&request).require_service(CLEANUP_CALLERS)?;
         let post_id = parse_id("post_id", &request.into_inner().post_id)?;
         let removed = self.store.delete_for_post(post_id).await?;
         tracing::info!(%post_id, removed, "likes of a deleted post removed");

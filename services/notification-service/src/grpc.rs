@@ -1,10 +1,11 @@
-//! The gRPC face of notification-service, including the live stream.
+//! The gRPC face of notification-service, including the live stream. Every call is about
+//! the caller's own notifications: the recipient comes from the token.
 
 use std::pin::Pin;
 
 use futures::Stream;
 use oba_kit::ServiceError;
-use oba_kit::error::parse_id;
+use oba_kit::auth::Caller;
 use oba_kit::page::page_size;
 use oba_proto::notification::v1 as pb;
 use oba_proto::time::timestamp;
@@ -35,8 +36,8 @@ impl NotificationService for NotificationGrpc {
         &self,
         request: Request<pb::ListNotificationsRequest>,
     ) -> Result<Response<pb::NotificationPage>, Status> {
+        let recipient = Caller::of(&request).user()?.user_id;
         let req = request.into_inner();
-        let recipient = parse_id("recipient_id", &req.recipient_id)?;
         let limit = page_size(req.first)?;
         let before = match req.after.as_str() {
             "" => None,
@@ -63,7 +64,7 @@ impl NotificationService for NotificationGrpc {
         &self,
         request: Request<pb::MarkReadRequest>,
     ) -> Result<Response<pb::MarkReadResponse>, Status> {
-        let recipient = parse_id("recipient_id", &request.into_inner().recipient_id)?;
+        let recipient = Caller::of(&request).user()?.user_id;
         let marked = storage::mark_read(&self.db, recipient).await?;
         Ok(Response::new(pb::MarkReadResponse { marked }))
     }
@@ -74,7 +75,7 @@ impl NotificationService for NotificationGrpc {
         &self,
         request: Request<pb::WatchNotificationsRequest>,
     ) -> Result<Response<NotificationStream>, Status> {
-        let recipient = parse_id("recipient_id", &request.into_inner().recipient_id)?;
+        let recipient = Caller::of(&request).user()?.user_id;
         let receiver = self.live.subscribe();
         let stream = futures::stream::unfold(receiver, move |mut receiver| async move {
             loop {

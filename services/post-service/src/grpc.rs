@@ -1,7 +1,7 @@
-//! The gRPC face of post-service.
+//! The gRPC face of post-service. Authors and actors come from the caller's token.
 
 use oba_kit::ServiceError;
-use oba_kit::auth::Actor;
+use oba_kit::auth::Caller;
 use oba_kit::error::{parse_id, parse_ids};
 use oba_proto::common::v1::Empty;
 use oba_proto::post::v1 as pb;
@@ -30,8 +30,8 @@ impl PostService for PostGrpc {
         &self,
         request: Request<pb::CreatePostRequest>,
     ) -> Result<Response<pb::Post>, Status> {
+        let author_id = Caller::of(&request).user()?.user_id;
         let req = request.into_inner();
-        let author_id = parse_id("author_id", &req.author_id)?;
         let content = PostContent::parse(&req.title, &req.description, &req.body, &req.tags)?;
         let post = self.store.create(author_id, content).await?;
         tracing::info!(post_id = %post.row.id, slug = %post.row.slug, "post created");
@@ -54,8 +54,8 @@ impl PostService for PostGrpc {
         &self,
         request: Request<pb::UpdatePostRequest>,
     ) -> Result<Response<pb::Post>, Status> {
+        let actor = Caller::of(&request).user()?;
         let req = request.into_inner();
-        let actor = Actor::parse(req.actor.as_ref())?;
         let changes = PostChanges {
             title: req.title,
             description: req.description,
@@ -70,9 +70,8 @@ impl PostService for PostGrpc {
         &self,
         request: Request<pb::DeletePostRequest>,
     ) -> Result<Response<pb::Post>, Status> {
-        let req = request.into_inner();
-        let actor = Actor::parse(req.actor.as_ref())?;
-        let post = self.store.delete(actor, &req.slug).await?;
+        let actor = Caller::of(&request).user()?;
+        let post = self.store.delete(actor, &request.into_inner().slug).await?;
         tracing::info!(post_id = %post.row.id, "post deleted");
         Ok(Response::new(post_message(post)))
     }

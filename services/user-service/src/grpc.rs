@@ -1,9 +1,17 @@
 //! The gRPC face of user-service: requests in, domain rules, store, responses out.
+//!
+//! A session is minted only after a password was verified (register, login) or for the
+//! verified caller's own account (update); whose account a call is about always comes from
+//! the caller's token, never from the request.
 
-use std::sync::OnceLock;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, OnceLock};
+
+use oba_kit::limit::KeyedLimit;
+use tokio::sync::Semaphore;
 
 use oba_kit::ServiceError;
-use oba_kit::auth::{Role, TokenSigner};
+use oba_kit::auth::{Caller, Role, TokenSigner};
 use oba_proto::time::timestamp;
 use oba_proto::user::v1 as pb;
 use pb::user_service_server::UserService;
@@ -12,7 +20,7 @@ use uuid::Uuid;
 
 use std::collections::HashSet;
 
-use oba_kit::error::{parse_id, parse_ids, parse_optional_id};
+use oba_kit::error::parse_ids;
 use oba_proto::common::v1::IdSet;
 
 use crate::domain::{Email, Password, Username, parse_bio, parse_image_url, password_matches};
@@ -21,11 +29,65 @@ use crate::storage::{Account, AccountChanges, NewAccount, UserStore, role_of};
 pub struct UserGrpc {
     store: UserStore,
     signer: TokenSigner,
+    hashing: PasswordHashing,
+    /// Sign-in attempts per account (lower-cased email), whoever makes them.
+    logins: KeyedLimit<String>,
+}
+
+/// Password hashing with bounded cost: at most `in_flight` argon2 hashes run at once, on the
+/// blocking pool (each holds 19 MiB while it runs), a few more wait for a slot, and the rest
+/// are refused at once with TOO_MANY_REQUESTS. Memory stays bounded at any sign-in rate.
+pub struct PasswordHashing {
+    running: Arc<Semaphore>,
+    waiting: Arc<Semaphore>,
+}
+
+/// Requests that may wait for a hashing slot, per slot.
+const WAITING_PER_SLOT: usize = 4;
+
+impl PasswordHashing {
+    pub fn new(in_flight: NonZeroUsize) -> Self {
+        let in_flight = in_flight.get();
+        Self {
+            running: Arc::new(Semaphore::new(in_flight)),
+            waiting: Arc::new(Semaphore::new(in_flight * (1 + WAITING_PER_SLOT))),
+        }
+    }
+
+    /// Runs `work` (argon2) when a slot is free, or refuses it if too many already wait.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        let _waiting = self.waiting.clone().try_acquire_owned().map_err(|_| {
+            ServiceError::TooManyRequests {
+                message: "too many sign-ins at once; try again in a moment".into(),
+                retry_after_secs: 1,
+            }
+        })?;
+        let _running = self
+            .running
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| ServiceError::Internal(format!("hashing slots closed: {e}")))?;
+        off_runtime(work).await
+    }
 }
 
 impl UserGrpc {
-    pub fn new(store: UserStore, signer: TokenSigner) -> Self {
-        Self { store, signer }
+    pub fn new(
+        store: UserStore,
+        signer: TokenSigner,
+        hashing: PasswordHashing,
+        logins: KeyedLimit<String>,
+    ) -> Self {
+        Self {
+            store,
+            signer,
+            hashing,
+            logins,
+        }
     }
 
     async fn account_named(&self, username: &str) -> Result<Account, ServiceError> {
@@ -57,7 +119,7 @@ impl UserService for UserGrpc {
         let username = Username::parse(&req.username)?;
         let email = Email::parse(&req.email)?;
         let password = Password::parse(&req.password)?;
-        let password_hash = off_runtime(move || password.hash()).await?;
+        let password_hash = self.hashing.run(move || password.hash()).await?;
         let account = self
             .store
             .insert(NewAccount {
@@ -76,13 +138,17 @@ impl UserService for UserGrpc {
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::Session>, Status> {
         let req = request.into_inner();
+        self.logins.check(&req.email.trim().to_lowercase())?;
         let account = self.store.by_email(&req.email).await?;
         // An unknown email costs a hash check too, so timing does not reveal which emails exist.
         let stored = account
             .as_ref()
             .map_or_else(|| dummy_hash().to_owned(), |a| a.password_hash.clone());
         let password = req.password;
-        let matches = off_runtime(move || Ok(password_matches(&password, &stored))).await?;
+        let matches = self
+            .hashing
+            .run(move || Ok(password_matches(&password, &stored)))
+            .await?;
         match account {
             Some(account) if matches => Ok(Response::new(self.session(account)?)),
             _ => Err(ServiceError::Unauthenticated("email or password is invalid".into()).into()),
@@ -93,7 +159,7 @@ impl UserService for UserGrpc {
         &self,
         request: Request<pb::GetUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        let id = parse_id("id", &request.into_inner().id)?;
+        let id = Caller::of(&request).user()?.user_id;
         let account = self
             .store
             .by_id(id)
@@ -106,12 +172,12 @@ impl UserService for UserGrpc {
         &self,
         request: Request<pb::UpdateUserRequest>,
     ) -> Result<Response<pb::Session>, Status> {
+        let id = Caller::of(&request).user()?.user_id;
         let req = request.into_inner();
-        let id = parse_id("id", &req.id)?;
         let password_hash = match req.password {
             Some(raw) => {
                 let password = Password::parse(&raw)?;
-                Some(off_runtime(move || password.hash()).await?)
+                Some(self.hashing.run(move || password.hash()).await?)
             }
             None => None,
         };
@@ -130,9 +196,8 @@ impl UserService for UserGrpc {
         &self,
         request: Request<pb::GetProfilesRequest>,
     ) -> Result<Response<pb::GetProfilesResponse>, Status> {
-        let req = request.into_inner();
-        let ids = parse_ids("ids", &req.ids)?;
-        let viewer = parse_optional_id("viewer_id", &req.viewer_id)?;
+        let viewer = Caller::of(&request).viewer();
+        let ids = parse_ids("ids", &request.into_inner().ids)?;
         let accounts = self.store.by_ids(ids).await?;
         let followed = match viewer {
             Some(viewer) => {
@@ -152,9 +217,8 @@ impl UserService for UserGrpc {
         &self,
         request: Request<pb::GetProfileByUsernameRequest>,
     ) -> Result<Response<pb::Profile>, Status> {
-        let req = request.into_inner();
-        let viewer = parse_optional_id("viewer_id", &req.viewer_id)?;
-        let account = self.account_named(&req.username).await?;
+        let viewer = Caller::of(&request).viewer();
+        let account = self.account_named(&request.into_inner().username).await?;
         let following = match viewer {
             Some(viewer) => self
                 .store
@@ -170,9 +234,8 @@ impl UserService for UserGrpc {
         &self,
         request: Request<pb::FollowRequest>,
     ) -> Result<Response<pb::Profile>, Status> {
-        let req = request.into_inner();
-        let follower = parse_id("follower_id", &req.follower_id)?;
-        let followee = self.account_named(&req.username).await?;
+        let follower = Caller::of(&request).user()?.user_id;
+        let followee = self.account_named(&request.into_inner().username).await?;
         if followee.id == follower {
             return Err(ServiceError::invalid("username", "you cannot follow yourself").into());
         }
@@ -184,9 +247,8 @@ impl UserService for UserGrpc {
         &self,
         request: Request<pb::FollowRequest>,
     ) -> Result<Response<pb::Profile>, Status> {
-        let req = request.into_inner();
-        let follower = parse_id("follower_id", &req.follower_id)?;
-        let followee = self.account_named(&req.username).await?;
+        let follower = Caller::of(&request).user()?.user_id;
+        let followee = self.account_named(&request.into_inner().username).await?;
         self.store.unfollow(follower, followee.id).await?;
         Ok(Response::new(profile_message(&followee, false)))
     }
@@ -195,7 +257,7 @@ impl UserService for UserGrpc {
         &self,
         request: Request<pb::ListFollowingRequest>,
     ) -> Result<Response<IdSet>, Status> {
-        let user = parse_id("user_id", &request.into_inner().user_id)?;
+        let user = Caller::of(&request).user()?.user_id;
         let ids = self
             .store
             .following(user)

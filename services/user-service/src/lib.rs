@@ -8,6 +8,7 @@ pub mod domain;
 pub mod grpc;
 pub mod storage;
 
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -28,6 +29,11 @@ pub struct Config {
     pub token_ttl: Duration,
     /// The admin account ensured at start-up, if configured.
     pub admin: Option<AdminAccount>,
+    /// argon2 hashes computed at once (each holds 19 MiB); more wait a little or are
+    /// refused. Default: the number of cores.
+    pub password_hashes_in_flight: NonZeroUsize,
+    /// Sign-in attempts one account may receive per minute, from anywhere.
+    pub login_attempts_per_minute: NonZeroU32,
 }
 
 /// Credentials of the bootstrap admin (`OBA_ADMIN_USERNAME`, `OBA_ADMIN_EMAIL`,
@@ -57,6 +63,18 @@ impl Config {
                 .map(PathBuf::from),
             token_ttl: Duration::from_secs(env.parsed("OBA_TOKEN_TTL_SECS", 86_400).value),
             admin: admin_from_env(env),
+            password_hashes_in_flight: env
+                .parsed(
+                    "OBA_PASSWORD_HASHES_IN_FLIGHT",
+                    std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
+                )
+                .value,
+            login_attempts_per_minute: env
+                .parsed(
+                    "OBA_LOGIN_ATTEMPTS_PER_MINUTE",
+                    NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN),
+                )
+                .value,
         }
     }
 }
@@ -94,6 +112,11 @@ pub async fn app(config: &Config, in_process_bus: Option<Bus>) -> Result<Service
             ConfigError::single("OBA_ADMIN_EMAIL", format!("cannot create the admin: {e}"))
         })?;
     }
-    let service = grpc::UserGrpc::new(store, signer);
+    let hashing = grpc::PasswordHashing::new(config.password_hashes_in_flight);
+    let logins = oba_kit::limit::KeyedLimit::per_minute(
+        config.login_attempts_per_minute,
+        "sign-in attempts for this account",
+    );
+    let service = grpc::UserGrpc::new(store, signer, hashing, logins);
     Ok(app.grpc(UserServiceServer::new(service)))
 }

@@ -7,6 +7,7 @@
 
 pub mod processes;
 pub mod proxy;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -119,6 +119,22 @@ impl Processes {
             db_proxy,
             bus_proxy,
         };
+        // The edge's service credential, made the way an operator makes it.
+        let service_token = data_dir.join("service-token");
+        processes
+            .run_to_end(
+                &[
+                    "service-token",
+                    "blog-aggregator",
+                    &service_token.display().to_string(),
+                ],
+                &[],
+            )
+            .await;
+        processes.env.push((
+            "OBA_SERVICE_TOKEN_FILE".into(),
+            service_token.display().to_string(),
+        ));
         for service in Service::ALL
             .into_iter()
             .filter(|s| s.database_file().is_some())
@@ -154,13 +170,14 @@ impl Processes {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
         let status = oba_command(args, &env, &self.log_dir.join("migrate.log"))
+            .stdout(Stdio::null())
             .status()
             .await
             .expect("oba runs");
         assert!(
             status.success(),
-            "oba {args:?} failed; see {}",
-            self.log_dir.display()
+            "oba {args:?} failed:\n{}",
+            std::fs::read_to_string(self.log_dir.join("migrate.log")).unwrap_or_default()
         );
     }
 

@@ -3,7 +3,7 @@
 //! `oba_kit::error`; the GraphQL and REST adapters each render it their way.
 
 use oba_kit::ServiceError;
-use oba_kit::error::{ErrorCode, field_of};
+use oba_kit::error::{ErrorCode, field_of, retry_after_of};
 use tonic::Status;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -12,6 +12,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub field: Option<String>,
+    /// With TOO_MANY_REQUESTS: seconds after which to try again.
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -20,6 +22,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after_secs: None,
         }
     }
 
@@ -28,6 +31,7 @@ impl ApiError {
             code: ErrorCode::BadUserInput,
             message: message.into(),
             field: Some(field.to_owned()),
+            retry_after_secs: None,
         }
     }
 
@@ -51,6 +55,7 @@ impl From<Status> for ApiError {
             code,
             message,
             field: field_of(&status).map(str::to_owned),
+            retry_after_secs: retry_after_of(&status),
         }
     }
 }
@@ -64,6 +69,16 @@ impl From<ServiceError> for ApiError {
                 code,
                 message,
                 field: Some(field.to_owned()),
+                retry_after_secs: None,
+            },
+            ServiceError::TooManyRequests {
+                message,
+                retry_after_secs,
+            } => Self {
+                code,
+                message,
+                field: None,
+                retry_after_secs: Some(retry_after_secs),
             },
             ServiceError::Internal(detail) => {
                 tracing::error!(%detail, "edge failed");

@@ -1,6 +1,7 @@
 //! Batch loaders: every lookup of one kind made while answering one request becomes one
-//! internal call, whatever the page size. They are created per request (they carry the
-//! viewer), and cache nothing, so a write in the same request is never hidden.
+//! internal call, whatever the page size. They are created per request (their clients carry
+//! the viewer's credential, from which the services take `following` and `liked`), and
+//! cache nothing, so a write in the same request is never hidden.
 
 use std::collections::HashMap;
 
@@ -15,7 +16,6 @@ use crate::peers::Peers;
 /// Public profiles by user id, with `following` for the viewer: `UserService.GetProfiles`.
 pub struct ProfileLoader {
     pub peers: Peers,
-    pub viewer_id: String,
 }
 
 impl Loader<String> for ProfileLoader {
@@ -27,10 +27,7 @@ impl Loader<String> for ProfileLoader {
             .peers
             .users
             .clone()
-            .get_profiles(GetProfilesRequest {
-                ids: ids.to_vec(),
-                viewer_id: self.viewer_id.clone(),
-            })
+            .get_profiles(GetProfilesRequest { ids: ids.to_vec() })
             .await?;
         Ok(response
             .into_inner()
@@ -44,7 +41,6 @@ impl Loader<String> for ProfileLoader {
 /// Like count and liked-by-viewer by post id: `LikeService.CountLikes`.
 pub struct LikeLoader {
     pub peers: Peers,
-    pub viewer_id: String,
 }
 
 impl Loader<String> for LikeLoader {
@@ -58,7 +54,6 @@ impl Loader<String> for LikeLoader {
             .clone()
             .count_likes(CountLikesRequest {
                 post_ids: post_ids.to_vec(),
-                viewer_id: self.viewer_id.clone(),
             })
             .await?;
         Ok(response

@@ -7,6 +7,7 @@
 //! per service, and independent lookups run concurrently.
 
 pub mod error;
+pub mod live;
 pub mod loaders;
 
 use std::time::Duration;
@@ -24,10 +25,15 @@ use oba_proto::rank::v1 as rank_pb;
 use oba_proto::user::v1 as user_pb;
 use tonic::transport::Channel;
 
-use crate::peers::Peers;
+use crate::client::Client;
+use crate::peers::{PeerChannels, Peers};
 use crate::viewer::Viewer;
 pub use error::{ApiError, ApiResult};
 use loaders::{CommentCountLoader, LikeLoader, ProfileLoader};
+
+/// The username shown for an author whose account is gone; no account can have it (`[` and
+/// `]` are not allowed in usernames).
+pub const UNKNOWN_USERNAME: &str = "[unknown]";
 
 /// Which posts to list and which page.
 #[derive(Debug, Default, Clone)]
@@ -71,14 +77,6 @@ pub struct ServiceStatus {
     pub version: Option<String>,
 }
 
-/// The viewer's user id as peers take it: empty when anonymous.
-fn viewer_id(viewer: &Viewer) -> String {
-    match viewer {
-        Viewer::User(claims) => claims.sub.to_string(),
-        Viewer::Anonymous => String::new(),
-    }
-}
-
 fn cached<L: Loader<String>>(loader: L) -> Cached<L> {
     DataLoader::with_cache(loader, tokio::spawn, HashMapCache::default())
 }
@@ -94,30 +92,36 @@ pub struct PostFacts {
 type Cached<L> = DataLoader<L, HashMapCache>;
 
 pub struct BlogApi {
+    /// Clients carrying the viewer's credential.
     peers: Peers,
+    channels: PeerChannels,
     viewer: Viewer,
+    client: Client,
+    /// Live subscriptions open on this request's connection (a WebSocket's, for its life).
+    live_on_connection: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     profiles: Cached<ProfileLoader>,
     likes: Cached<LikeLoader>,
     comment_counts: Cached<CommentCountLoader>,
 }
 
 impl BlogApi {
-    pub fn new(peers: Peers, viewer: Viewer) -> Self {
-        let viewer_id = viewer_id(&viewer);
+    pub fn new(channels: PeerChannels, viewer: Viewer, client: Client) -> Self {
+        let peers = channels.acting_for(viewer.credential());
         Self {
             profiles: cached(ProfileLoader {
                 peers: peers.clone(),
-                viewer_id: viewer_id.clone(),
             }),
             likes: cached(LikeLoader {
                 peers: peers.clone(),
-                viewer_id,
             }),
             comment_counts: cached(CommentCountLoader {
                 peers: peers.clone(),
             }),
             peers,
+            channels,
             viewer,
+            client,
+            live_on_connection: std::sync::Arc::default(),
         }
     }
 
@@ -130,6 +134,19 @@ impl BlogApi {
         Ok(Actor::from_claims(self.viewer.require()?))
     }
 
+    /// The signed-in caller, whose account must still exist: a write is refused, not stored,
+    /// when a validly signed token names an account that is gone.
+    async fn author(&self) -> ApiResult<Actor> {
+        let actor = self.actor()?;
+        match self.profiles.load_one(actor.user_id.to_string()).await? {
+            Some(_) => Ok(actor),
+            None => Err(ApiError::new(
+                ErrorCode::Unauthenticated,
+                "the account of this token no longer exists; sign in again",
+            )),
+        }
+    }
+
     // ---- accounts and profiles ----
 
     pub async fn register(
@@ -138,6 +155,7 @@ impl BlogApi {
         email: String,
         password: String,
     ) -> ApiResult<user_pb::Session> {
+        self.client.check_sign_in()?;
         let request = user_pb::RegisterRequest {
             username,
             email,
@@ -153,24 +171,25 @@ impl BlogApi {
     }
 
     pub async fn login(&self, email: String, password: String) -> ApiResult<user_pb::Session> {
+        self.client.check_sign_in()?;
         let request = user_pb::LoginRequest { email, password };
         Ok(self.peers.users.clone().login(request).await?.into_inner())
     }
 
     pub async fn me(&self) -> ApiResult<user_pb::User> {
-        let id = self.actor()?.user_id.to_string();
+        self.actor()?;
         Ok(self
             .peers
             .users
             .clone()
-            .get_user(user_pb::GetUserRequest { id })
+            .get_user(user_pb::GetUserRequest {})
             .await?
             .into_inner())
     }
 
     pub async fn update_me(&self, changes: UserChanges) -> ApiResult<user_pb::Session> {
+        self.actor()?;
         let request = user_pb::UpdateUserRequest {
-            id: self.actor()?.user_id.to_string(),
             username: changes.username,
             email: changes.email,
             password: changes.password,
@@ -191,7 +210,6 @@ impl BlogApi {
     pub async fn profile(&self, username: &str) -> ApiResult<user_pb::Profile> {
         let request = user_pb::GetProfileByUsernameRequest {
             username: username.to_owned(),
-            viewer_id: self.viewer_id(),
         };
         Ok(self
             .peers
@@ -223,14 +241,10 @@ impl BlogApi {
     }
 
     fn follow_request(&self, username: &str) -> ApiResult<user_pb::FollowRequest> {
+        self.actor()?;
         Ok(user_pb::FollowRequest {
-            follower_id: self.actor()?.user_id.to_string(),
             username: username.to_owned(),
         })
-    }
-
-    fn viewer_id(&self) -> String {
-        viewer_id(&self.viewer)
     }
 
     // ---- posts ----
@@ -254,8 +268,8 @@ impl BlogApi {
         let authors = async {
             match (&query.author, query.feed) {
                 (_, true) => {
-                    let user_id = self.actor()?.user_id.to_string();
-                    let request = user_pb::ListFollowingRequest { user_id };
+                    self.actor()?;
+                    let request = user_pb::ListFollowingRequest {};
                     let following = self.peers.users.clone().list_following(request).await?;
                     Ok::<_, ApiError>(Some(following.into_inner()))
                 }
@@ -306,8 +320,8 @@ impl BlogApi {
     }
 
     pub async fn create_post(&self, input: PostInput) -> ApiResult<post_pb::Post> {
+        self.author().await?;
         let request = post_pb::CreatePostRequest {
-            author_id: self.actor()?.user_id.to_string(),
             title: input.title.unwrap_or_default(),
             description: input.description.unwrap_or_default(),
             body: input.body.unwrap_or_default(),
@@ -323,8 +337,8 @@ impl BlogApi {
     }
 
     pub async fn update_post(&self, slug: &str, changes: PostInput) -> ApiResult<post_pb::Post> {
+        self.actor()?;
         let request = post_pb::UpdatePostRequest {
-            actor: Some(self.actor()?.message()),
             slug: slug.to_owned(),
             title: changes.title,
             description: changes.description,
@@ -345,10 +359,11 @@ impl BlogApi {
     /// The cleanup is an explicit call from here rather than a reaction to an event, so that
     /// it is done when the response says so. If a cleanup call fails, the post is still gone
     /// and its leftovers are unreachable (every read goes through the post); the failure is
-    /// logged for an operator.
+    /// logged for an operator. The cleanup is the edge's own work, so it carries the edge's
+    /// service credential: comment- and like-service refuse it from anyone else.
     pub async fn delete_post(&self, slug: &str) -> ApiResult<post_pb::Post> {
+        self.actor()?;
         let request = post_pb::DeletePostRequest {
-            actor: Some(self.actor()?.message()),
             slug: slug.to_owned(),
         };
         let post = self
@@ -360,8 +375,8 @@ impl BlogApi {
             .into_inner();
         self.likes.clear::<String>();
         self.comment_counts.clear::<String>();
-        let mut comments = self.peers.comments.clone();
-        let mut likes = self.peers.likes.clone();
+        let service = self.channels.as_service();
+        let (mut comments, mut likes) = (service.comments, service.likes);
         let (comments, likes) = tokio::join!(
             comments.delete_post_comments(comment_pb::DeletePostCommentsRequest {
                 post_id: post.id.clone()
@@ -446,8 +461,8 @@ impl BlogApi {
         after: Option<String>,
         unread_only: bool,
     ) -> ApiResult<notification_pb::NotificationPage> {
+        self.actor()?;
         let request = notification_pb::ListNotificationsRequest {
-            recipient_id: self.actor()?.user_id.to_string(),
             first,
             after: after.unwrap_or_default(),
             unread_only,
@@ -462,9 +477,8 @@ impl BlogApi {
     }
 
     pub async fn mark_notifications_read(&self) -> ApiResult<u64> {
-        let request = notification_pb::MarkReadRequest {
-            recipient_id: self.actor()?.user_id.to_string(),
-        };
+        self.actor()?;
+        let request = notification_pb::MarkReadRequest {};
         Ok(self
             .peers
             .notifications
@@ -475,20 +489,26 @@ impl BlogApi {
             .marked)
     }
 
-    /// The caller's new notifications as they happen (a server stream from notification-service).
+    /// The caller's new notifications as they happen (a server stream from
+    /// notification-service), with the permit that holds its slot while it is open.
     pub async fn watch_notifications(
         &self,
-    ) -> ApiResult<tonic::Streaming<notification_pb::Notification>> {
-        let request = notification_pb::WatchNotificationsRequest {
-            recipient_id: self.actor()?.user_id.to_string(),
-        };
-        Ok(self
+        limits: &std::sync::Arc<live::LiveLimits>,
+    ) -> ApiResult<(
+        tonic::Streaming<notification_pb::Notification>,
+        live::LivePermit,
+    )> {
+        let actor = self.actor()?;
+        let permit = limits.open(actor.user_id, &self.live_on_connection)?;
+        let request = notification_pb::WatchNotificationsRequest {};
+        let stream = self
             .peers
-            .notifications
+            .notification_streams
             .clone()
             .watch_notifications(request)
             .await?
-            .into_inner())
+            .into_inner();
+        Ok((stream, permit))
     }
 
     /// One post by id (a notification's post); None when it is gone.
@@ -528,12 +548,9 @@ impl BlogApi {
     }
 
     async fn like_request(&self, slug: &str) -> ApiResult<(post_pb::Post, like_pb::LikeRequest)> {
-        let user_id = self.actor()?.user_id.to_string();
-        let post = self.post(slug).await?;
+        let (_, post) = futures::try_join!(self.author(), self.post(slug))?;
         let request = like_pb::LikeRequest {
             post_id: post.id.clone(),
-            user_id,
-            post_author_id: post.author_id.clone(),
         };
         Ok((post, request))
     }
@@ -561,13 +578,10 @@ impl BlogApi {
     }
 
     pub async fn add_comment(&self, slug: &str, body: String) -> ApiResult<comment_pb::Comment> {
-        let author_id = self.actor()?.user_id.to_string();
-        let post = self.post(slug).await?;
+        let (_, post) = futures::try_join!(self.author(), self.post(slug))?;
         let request = comment_pb::AddCommentRequest {
             post_id: post.id,
-            author_id,
             body,
-            post_author_id: post.author_id,
         };
         let comment = self
             .peers
@@ -582,14 +596,12 @@ impl BlogApi {
 
     /// Deletes a comment of the post `slug`: its author, the post's author or an admin may.
     pub async fn delete_comment(&self, slug: &str, id: &str) -> ApiResult<comment_pb::Comment> {
-        let actor = self.actor()?;
+        self.actor()?;
         let id: i64 = id.parse().map_err(|_| ApiError::not_found("comment"))?;
         let post = self.post(slug).await?;
         let request = comment_pb::DeleteCommentRequest {
-            actor: Some(actor.message()),
             id,
             post_id: post.id,
-            post_author_id: post.author_id,
         };
         let comment = self
             .peers
@@ -642,11 +654,21 @@ impl BlogApi {
         Ok(())
     }
 
+    /// The profile of the author of a post, comment or notification. An account that is
+    /// gone shows as [`UNKNOWN_USERNAME`] (and is logged): one bad row never takes a list
+    /// down.
     pub async fn profile_by_id(&self, user_id: &str) -> ApiResult<user_pb::Profile> {
-        self.profiles
-            .load_one(user_id.to_owned())
-            .await?
-            .ok_or_else(|| ApiError::not_found("profile"))
+        match self.profiles.load_one(user_id.to_owned()).await? {
+            Some(profile) => Ok(profile),
+            None => {
+                tracing::warn!(%user_id, "no account for an author id; shown as unknown");
+                Ok(user_pb::Profile {
+                    id: user_id.to_owned(),
+                    username: UNKNOWN_USERNAME.to_owned(),
+                    ..Default::default()
+                })
+            }
+        }
     }
 
     pub async fn like_summary(&self, post_id: &str) -> ApiResult<like_pb::LikeSummary> {
@@ -675,10 +697,10 @@ impl BlogApi {
             version: Some(env!("CARGO_PKG_VERSION").to_owned()),
         };
         let peers = join_all(
-            self.peers
-                .channels
-                .iter()
-                .map(|(name, channel)| peer_status(name, channel.clone())),
+            self.channels
+                .by_name()
+                .into_iter()
+                .map(|(name, channel)| peer_status(name, channel)),
         )
         .await;
         std::iter::once(edge).chain(peers).collect()

@@ -1,24 +1,27 @@
 //! The GraphQL API: schema, the HTTP handler that verifies the caller, and GraphiQL.
 //! Resolvers are thin: each calls [`BlogApi`], which holds the rules and the batching.
 
+pub mod graphiql;
+pub mod limits;
 pub mod types;
 
 use async_graphql::connection::{Connection, Edge};
-use async_graphql::http::GraphiQLSource;
 use async_graphql::{Context, ErrorExtensions, ID, Object, Schema, Subscription};
 use async_graphql_axum::rejection::GraphQLRejection;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 use oba_kit::ErrorCode;
-use oba_kit::auth::TokenVerifier;
+use oba_kit::auth::{TokenError, TokenVerifier};
 use oba_kit::page::PAGE_MAX;
 use oba_proto::user::v1 as user_pb;
 
+use crate::client::Clients;
+use crate::compose::live::LiveLimits;
 use crate::compose::{ApiError, ApiResult, BlogApi, PostFacts, PostInput, PostQuery, UserChanges};
-use crate::peers::Peers;
+use crate::peers::PeerChannels;
 use crate::viewer::Viewer;
 use types::{
     AuthPayload, Comment, CreatePostInput, LoginInput, Notification, NotificationConnection, Post,
@@ -30,12 +33,57 @@ pub type BlogSchema = Schema<Query, Mutation, Subscription>;
 
 const PAGE_DEFAULT: u32 = 20;
 
+/// Deepest selection a data query may have.
+pub const MAX_DEPTH: usize = 12;
+/// Most a document may cost: every field 1, a list field its page size times its items.
+pub const MAX_COMPLEXITY: usize = 5_000;
+
 pub fn schema() -> BlogSchema {
     Schema::build(Query, Mutation, Subscription)
         // Bounds on what one document may cost, so a hostile query cannot exhaust the edge.
-        .limit_depth(12)
-        .limit_complexity(5_000)
+        .extension(limits::DocumentLimits)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
         .finish()
+}
+
+/// The same schema for documents that only introspect (GraphiQL's docs, code generators):
+/// the standard introspection query selects deeper than any data query may, and reads no
+/// service, so it gets a deeper limit and keeps the others.
+pub fn introspection_schema() -> BlogSchema {
+    Schema::build(Query, Mutation, Subscription)
+        .extension(limits::DocumentLimits)
+        .limit_depth(32)
+        .limit_complexity(MAX_COMPLEXITY)
+        .finish()
+}
+
+/// Whether every operation of a document selects only `__schema`, `__type` and
+/// `__typename` at its root. Runs after the nesting check of [`limits`], on text the
+/// parser can take.
+fn only_introspects(query: &str) -> bool {
+    use async_graphql::parser::types::Selection;
+    if !query.contains("__schema") && !query.contains("__type") {
+        return false;
+    }
+    if limits::nesting_depth(query) > limits::MAX_NESTING {
+        return false;
+    }
+    let Ok(document) = async_graphql::parser::parse_query(query) else {
+        return false;
+    };
+    document.operations.iter().all(|(_, operation)| {
+        operation
+            .node
+            .selection_set
+            .node
+            .items
+            .iter()
+            .all(|item| match &item.node {
+                Selection::Field(field) => field.node.name.node.starts_with("__"),
+                _ => false,
+            })
+    })
 }
 
 /// The request's composition context.
@@ -49,6 +97,9 @@ pub fn graphql_error(err: ApiError) -> async_graphql::Error {
         ext.set("code", err.code.as_str());
         if let Some(field) = &err.field {
             ext.set("field", field.as_str());
+        }
+        if let Some(secs) = err.retry_after_secs {
+            ext.set("retryAfter", secs);
         }
     })
 }
@@ -99,6 +150,7 @@ impl Query {
 
     /// The hottest posts now, best first (see rank-service for the formula). `first` is 1
     /// to 100 (default 10).
+    #[graphql(complexity = "limits::page_cost(Some(first.unwrap_or(10)), child_complexity)")]
     async fn trending(
         &self,
         ctx: &Context<'_>,
@@ -112,6 +164,7 @@ impl Query {
     }
 
     /// The signed-in user's notifications, newest first.
+    #[graphql(complexity = "limits::page_cost(first, child_complexity)")]
     async fn notifications(
         &self,
         ctx: &Context<'_>,
@@ -135,6 +188,7 @@ impl Query {
 
     /// Posts, newest first, optionally only those with `tag`, by `author` or liked by
     /// `likedBy` (usernames). `first` is 1 to 100 (default 20); `after` is an `endCursor`.
+    #[graphql(complexity = "limits::page_cost(first, child_complexity)")]
     async fn posts(
         &self,
         ctx: &Context<'_>,
@@ -157,6 +211,7 @@ impl Query {
     }
 
     /// Posts by the authors the signed-in user follows, newest first.
+    #[graphql(complexity = "limits::page_cost(first, child_complexity)")]
     async fn feed(
         &self,
         ctx: &Context<'_>,
@@ -367,10 +422,16 @@ impl Subscription {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<impl Stream<Item = Notification> + use<>> {
-        let stream = api(ctx)?.watch_notifications().await.gql()?;
+        let limits = ctx.data::<std::sync::Arc<LiveLimits>>()?;
+        let (stream, permit) = api(ctx)?.watch_notifications(limits).await.gql()?;
         Ok(stream
             .take_while(|n| std::future::ready(n.is_ok()))
-            .filter_map(|n| async move { n.ok().map(Notification) }))
+            .filter_map(move |n| {
+                // The slot stays taken for as long as the stream lives.
+                let _held = &permit;
+                let n = n.ok().map(Notification);
+                async move { n }
+            }))
     }
 }
 
@@ -388,8 +449,11 @@ fn auth_payload(session: user_pb::Session) -> async_graphql::Result<AuthPayload>
 #[derive(Clone)]
 pub struct GraphqlState {
     pub schema: BlogSchema,
-    pub peers: Peers,
+    pub introspection_schema: BlogSchema,
+    pub peers: PeerChannels,
     pub verifier: TokenVerifier,
+    pub clients: Clients,
+    pub live: std::sync::Arc<LiveLimits>,
 }
 
 /// `POST /graphql`: verifies the caller, then runs the document with a request-scoped
@@ -397,6 +461,7 @@ pub struct GraphqlState {
 pub async fn graphql_handler(
     State(state): State<GraphqlState>,
     headers: HeaderMap,
+    extensions: axum::http::Extensions,
     request: Result<GraphQLRequest, GraphQLRejection>,
 ) -> Response {
     let request = match request {
@@ -423,8 +488,14 @@ pub async fn graphql_handler(
             );
         }
     };
-    let request = request.data(BlogApi::new(state.peers.clone(), viewer));
-    let mut response = state.schema.execute(request).await;
+    let schema = if only_introspects(&request.query) {
+        &state.introspection_schema
+    } else {
+        &state.schema
+    };
+    let client = state.clients.client(&headers, &extensions);
+    let request = request.data(BlogApi::new(state.peers.clone(), viewer, client));
+    let mut response = schema.execute(request).await;
     // Resolver errors all carry a code; the rest are parse and validation errors.
     for error in &mut response.errors {
         let ext = error.extensions.get_or_insert_with(Default::default);
@@ -443,37 +514,29 @@ fn error_response(status: StatusCode, code: ErrorCode, message: &str) -> Respons
     (status, axum::Json(body)).into_response()
 }
 
-/// `GET /graphiql`: the in-browser IDE.
-pub async fn graphiql() -> impl IntoResponse {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .finish(),
-    )
-}
-
-/// The token of a WebSocket client: `Authorization` (or `authorization`) in the
-/// `connection_init` payload, or under its `headers`; `Bearer` or `Token`.
-fn init_token(payload: &serde_json::Value) -> Option<String> {
+/// The `Authorization` (or `authorization`) of a WebSocket client, in the `connection_init`
+/// payload or under its `headers`. Present but not a string is refused, as over HTTP.
+fn init_authorization(payload: &serde_json::Value) -> Result<Option<&str>, TokenError> {
     let holder = payload.get("headers").unwrap_or(payload);
-    let value = holder
+    match holder
         .get("Authorization")
-        .or_else(|| holder.get("authorization"))?
-        .as_str()?;
-    value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("Token "))
-        .map(|t| t.trim().to_owned())
+        .or_else(|| holder.get("authorization"))
+    {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(value) => value.as_str().map(Some).ok_or(TokenError::Invalid),
+    }
 }
 
 /// `GET /graphql/ws`: subscriptions over WebSocket; the caller is verified at
 /// `connection_init`, and a bad token closes the connection.
 pub async fn graphql_ws(
     State(state): State<GraphqlState>,
+    headers: HeaderMap,
+    extensions: axum::http::Extensions,
     protocol: async_graphql_axum::GraphQLProtocol,
     upgrade: axum::extract::WebSocketUpgrade,
 ) -> Response {
+    let client = state.clients.client(&headers, &extensions);
     upgrade
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |stream| {
@@ -481,18 +544,17 @@ pub async fn graphql_ws(
                 schema,
                 peers,
                 verifier,
+                live,
+                ..
             } = state;
             async_graphql_axum::GraphQLWebSocket::new(stream, schema, protocol)
                 .on_connection_init(move |payload| async move {
-                    let viewer = match init_token(&payload) {
-                        None => Viewer::Anonymous,
-                        Some(token) => verifier
-                            .verify(&token)
-                            .map(Viewer::User)
-                            .map_err(|e| async_graphql::Error::new(e.to_string()))?,
-                    };
+                    let viewer = init_authorization(&payload)
+                        .and_then(|value| Viewer::from_authorization(value, &verifier))
+                        .map_err(|e| async_graphql::Error::new(e.to_string()))?;
                     let mut data = async_graphql::Data::default();
-                    data.insert(BlogApi::new(peers, viewer));
+                    data.insert(BlogApi::new(peers, viewer, client));
+                    data.insert(live);
                     Ok(data)
                 })
                 .serve()
@@ -521,12 +583,14 @@ mod tests {
     }
 
     #[test]
-    fn token_is_read_from_connection_init() {
+    fn authorization_is_read_from_connection_init() {
         let payload = serde_json::json!({ "Authorization": "Bearer abc" });
-        assert_eq!(init_token(&payload), Some("abc".to_owned()));
+        assert_eq!(init_authorization(&payload), Ok(Some("Bearer abc")));
         let payload = serde_json::json!({ "headers": { "authorization": "Token xyz" } });
-        assert_eq!(init_token(&payload), Some("xyz".to_owned()));
-        assert_eq!(init_token(&serde_json::json!({})), None);
+        assert_eq!(init_authorization(&payload), Ok(Some("Token xyz")));
+        assert_eq!(init_authorization(&serde_json::json!({})), Ok(None));
+        let payload = serde_json::json!({ "Authorization": 42 });
+        assert_eq!(init_authorization(&payload), Err(TokenError::Invalid));
     }
 
     #[test]

@@ -158,6 +158,7 @@ impl Post {
         api(ctx)?.comment_count(&self.0.id).await.gql()
     }
     /// Comments, oldest first. `first` is 1 to 100 (default 20).
+    #[graphql(complexity = "super::limits::page_cost(first, child_complexity)")]
     async fn comments(
         &self,
         ctx: &Context<'_>,

@@ -16,6 +16,7 @@ pub struct RestError {
     status: StatusCode,
     field: String,
     message: String,
+    retry_after_secs: Option<u64>,
 }
 
 impl RestError {
@@ -24,6 +25,7 @@ impl RestError {
             status,
             field: field.to_owned(),
             message: message.into(),
+            retry_after_secs: None,
         }
     }
 }
@@ -40,6 +42,7 @@ impl From<ApiError> for RestError {
             status,
             field,
             message: err.message,
+            retry_after_secs: err.retry_after_secs,
         }
     }
 }
@@ -61,11 +64,17 @@ impl From<JsonRejection> for RestError {
 
 impl IntoResponse for RestError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status,
             Json(json!({ "errors": { self.field: [self.message] } })),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

@@ -18,8 +18,9 @@ use oba_proto::post::v1 as post_pb;
 use oba_proto::user::v1 as user_pb;
 use serde_json::{Value, json};
 
+use crate::client::Clients;
 use crate::compose::{ApiError, BlogApi, PostFacts, PostInput, PostQuery, UserChanges};
-use crate::peers::Peers;
+use crate::peers::PeerChannels;
 use crate::viewer::Viewer;
 use dto::{
     Article, ArticleEnvelope, ArticleQuery, Comment, CommentEnvelope, LoginUser, NewArticle,
@@ -31,8 +32,9 @@ const LIMIT_DEFAULT: u32 = 20;
 
 #[derive(Clone)]
 pub struct RestState {
-    pub peers: Peers,
+    pub peers: PeerChannels,
     pub verifier: TokenVerifier,
+    pub clients: Clients,
 }
 
 /// The routes, nested under `/api` (RealWorld's `APIURL` includes it).
@@ -70,7 +72,8 @@ impl FromRequestParts<RestState> for Api {
     async fn from_request_parts(parts: &mut Parts, state: &RestState) -> Result<Self, RestError> {
         let viewer = Viewer::from_headers(&parts.headers, &state.verifier)
             .map_err(|e| RestError::new(StatusCode::UNAUTHORIZED, "body", e.to_string()))?;
-        Ok(Self(BlogApi::new(state.peers.clone(), viewer)))
+        let client = state.clients.client(&parts.headers, &parts.extensions);
+        Ok(Self(BlogApi::new(state.peers.clone(), viewer, client)))
     }
 }
 
