@@ -630,6 +630,28 @@ async fn a_page_costs_the_same_internal_calls_for_1_or_50_posts(app: TestSystem)
     assert_eq!(costs[0], costs[1], "1 post vs 50 posts");
     // One call per service that holds data for the page.
     assert!(costs[1].values().all(|n| *n == 1), "{:?}", costs[1]);
+
+    // With each post's first comments and their authors: still a constant number of calls,
+    // not one per post (comments in one batch, then their authors in one batch).
+    let with_comments = "query($f: Int) { posts(first: $f) { nodes {
+        slug author { username } commentCount
+        comments(first: 3) { totalCount nodes { body author { username } } } } } }";
+    let before = internal_calls(&app).await;
+    let data = app
+        .ok(Some(&viewer), with_comments, json!({ "f": 50 }))
+        .await;
+    let after = internal_calls(&app).await;
+    let nodes = data["posts"]["nodes"].as_array().expect("nodes");
+    let commented: Vec<&Value> = nodes.iter().filter(|n| n["commentCount"] == 1).collect();
+    assert_eq!(commented.len(), 17);
+    for node in commented {
+        assert_eq!(
+            node["comments"],
+            json!({ "totalCount": 1, "nodes": [{ "body": "nice", "author": { "username": "author0" } }] })
+        );
+    }
+    let cost: BTreeMap<_, _> = after.iter().map(|(k, v)| (*k, v - before[k])).collect();
+    assert!(cost.values().all(|n| *n <= 2), "{cost:?}");
 }
 
 async fn system_status_reports_every_service(app: TestSystem) {

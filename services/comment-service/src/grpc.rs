@@ -1,6 +1,7 @@
 //! The gRPC face of comment-service. The author of a comment is the caller; the author of
 //! its post comes from post-service, never from the request.
 
+use oba_kit::ServiceError;
 use oba_kit::auth::Caller;
 use oba_kit::error::{parse_id, parse_ids};
 use oba_kit::page::page_size;
@@ -12,7 +13,7 @@ use pb::comment_service_server::CommentService;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{parse_body, parse_cursor};
-use crate::storage::{Comment, CommentStore};
+use crate::storage::{Comment, CommentPage, CommentStore};
 
 pub struct CommentGrpc {
     store: CommentStore,
@@ -55,16 +56,25 @@ impl CommentService for CommentGrpc {
         let limit = page_size(req.first)?;
         let after = parse_cursor(&req.after)?;
         let page = self.store.list(post_id, limit, after).await?;
-        let end_cursor = page
-            .comments
-            .last()
-            .map(|c| c.id.to_string())
-            .unwrap_or_default();
-        Ok(Response::new(pb::CommentPage {
-            comments: page.comments.into_iter().map(comment_message).collect(),
-            end_cursor,
-            has_next_page: page.has_next_page,
-            total_count: page.total_count,
+        Ok(Response::new(page_message(page)))
+    }
+
+    async fn list_first_comments(
+        &self,
+        request: Request<pb::ListFirstCommentsRequest>,
+    ) -> Result<Response<pb::CommentPages>, Status> {
+        let req = request.into_inner();
+        let post_ids = parse_ids("post_ids", &req.post_ids)?;
+        if post_ids.len() > 100 {
+            return Err(ServiceError::invalid("post_ids", "at most 100 posts at once").into());
+        }
+        let limit = page_size(req.first)?;
+        let pages = self.store.first_of_posts(&post_ids, limit).await?;
+        Ok(Response::new(pb::CommentPages {
+            pages: pages
+                .into_iter()
+                .map(|(id, page)| (id.to_string(), page_message(page)))
+                .collect(),
         }))
     }
 
@@ -106,6 +116,20 @@ impl CommentService for CommentGrpc {
         let removed = self.store.delete_for_post(post_id).await?;
         tracing::info!(%post_id, removed, "comments of a deleted post removed");
         Ok(Response::new(Empty {}))
+    }
+}
+
+fn page_message(page: CommentPage) -> pb::CommentPage {
+    let end_cursor = page
+        .comments
+        .last()
+        .map(|c| c.id.to_string())
+        .unwrap_or_default();
+    pb::CommentPage {
+        comments: page.comments.into_iter().map(comment_message).collect(),
+        end_cursor,
+        has_next_page: page.has_next_page,
+        total_count: page.total_count,
     }
 }
 

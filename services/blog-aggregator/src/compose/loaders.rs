@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use async_graphql::dataloader::Loader;
-use oba_proto::comment::v1::CountCommentsRequest;
+use oba_proto::comment::v1::{CommentPage, CountCommentsRequest, ListFirstCommentsRequest};
 use oba_proto::like::v1::{CountLikesRequest, LikeSummary};
 use oba_proto::user::v1::{GetProfilesRequest, Profile};
 
@@ -89,5 +89,53 @@ impl Loader<String> for CommentCountLoader {
             counts.entry(id.clone()).or_insert(0);
         }
         Ok(counts)
+    }
+}
+
+/// The first page of comments of a post, by `"<first>:<post id>"`: `ListFirstComments`, one
+/// call per distinct page size.
+pub struct FirstCommentsLoader {
+    pub peers: Peers,
+}
+
+/// The key of a post's first `first` comments.
+pub fn first_comments_key(first: u32, post_id: &str) -> String {
+    format!("{first}:{post_id}")
+}
+
+impl Loader<String> for FirstCommentsLoader {
+    type Value = CommentPage;
+    type Error = ApiError;
+
+    async fn load(&self, keys: &[String]) -> Result<HashMap<String, CommentPage>, ApiError> {
+        let mut by_size: HashMap<u32, Vec<String>> = HashMap::new();
+        for key in keys {
+            if let Some((first, post_id)) = key.split_once(':')
+                && let Ok(first) = first.parse()
+            {
+                by_size.entry(first).or_default().push(post_id.to_owned());
+            }
+        }
+        let calls = by_size.into_iter().map(|(first, post_ids)| {
+            let mut comments = self.peers.comments.clone();
+            async move {
+                let pages = comments
+                    .list_first_comments(ListFirstCommentsRequest { post_ids, first })
+                    .await?
+                    .into_inner()
+                    .pages;
+                Ok::<_, ApiError>(
+                    pages
+                        .into_iter()
+                        .map(move |(post_id, page)| (first_comments_key(first, &post_id), page))
+                        .collect::<Vec<_>>(),
+                )
+            }
+        });
+        let mut found = HashMap::new();
+        for pages in futures::future::try_join_all(calls).await? {
+            found.extend(pages);
+        }
+        Ok(found)
     }
 }

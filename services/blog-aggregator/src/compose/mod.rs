@@ -29,7 +29,9 @@ use crate::client::Client;
 use crate::peers::{PeerChannels, Peers};
 use crate::viewer::Viewer;
 pub use error::{ApiError, ApiResult};
-use loaders::{CommentCountLoader, LikeLoader, ProfileLoader};
+use loaders::{
+    CommentCountLoader, FirstCommentsLoader, LikeLoader, ProfileLoader, first_comments_key,
+};
 
 /// The username shown for an author whose account is gone; no account can have it (`[` and
 /// `]` are not allowed in usernames).
@@ -87,6 +89,8 @@ pub struct PostFacts {
     pub authors: bool,
     pub likes: bool,
     pub comment_counts: bool,
+    /// The first page of comments, of this size, and whether with their authors.
+    pub first_comments: Option<(u32, bool)>,
 }
 
 type Cached<L> = DataLoader<L, HashMapCache>;
@@ -102,6 +106,7 @@ pub struct BlogApi {
     profiles: Cached<ProfileLoader>,
     likes: Cached<LikeLoader>,
     comment_counts: Cached<CommentCountLoader>,
+    first_comments: Cached<FirstCommentsLoader>,
 }
 
 impl BlogApi {
@@ -115,6 +120,9 @@ impl BlogApi {
                 peers: peers.clone(),
             }),
             comment_counts: cached(CommentCountLoader {
+                peers: peers.clone(),
+            }),
+            first_comments: cached(FirstCommentsLoader {
                 peers: peers.clone(),
             }),
             peers,
@@ -375,6 +383,7 @@ impl BlogApi {
             .into_inner();
         self.likes.clear::<String>();
         self.comment_counts.clear::<String>();
+        self.first_comments.clear::<String>();
         let service = self.channels.as_service();
         let (mut comments, mut likes) = (service.comments, service.likes);
         let (comments, likes) = tokio::join!(
@@ -591,6 +600,7 @@ impl BlogApi {
             .await?
             .into_inner();
         self.comment_counts.clear::<String>();
+        self.first_comments.clear::<String>();
         Ok(comment)
     }
 
@@ -611,6 +621,7 @@ impl BlogApi {
             .await?
             .into_inner();
         self.comment_counts.clear::<String>();
+        self.first_comments.clear::<String>();
         Ok(comment)
     }
 
@@ -641,8 +652,38 @@ impl BlogApi {
             }
             Ok(())
         };
-        futures::try_join!(authors, likes, comment_counts)?;
+        let first_comments = async {
+            if let Some((first, with_authors)) = wants.first_comments {
+                let pages = self
+                    .first_comments
+                    .load_many(posts.iter().map(|p| first_comments_key(first, &p.id)))
+                    .await?;
+                if with_authors {
+                    let authors: Vec<String> = pages
+                        .values()
+                        .flat_map(|page| &page.comments)
+                        .map(|comment| comment.author_id.clone())
+                        .collect();
+                    self.profiles.load_many(authors).await?;
+                }
+            }
+            Ok(())
+        };
+        futures::try_join!(authors, likes, comment_counts, first_comments)?;
         Ok(())
+    }
+
+    /// The first `first` comments of a post, batched across the response.
+    pub async fn first_comments(
+        &self,
+        post_id: &str,
+        first: u32,
+    ) -> ApiResult<comment_pb::CommentPage> {
+        Ok(self
+            .first_comments
+            .load_one(first_comments_key(first, post_id))
+            .await?
+            .unwrap_or_default())
     }
 
     /// Fetches the authors of a page of comments in one call.

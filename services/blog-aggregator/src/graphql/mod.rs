@@ -404,11 +404,46 @@ fn list_facts(ctx: &Context<'_>, connection: bool) -> PostFacts {
             look.field(field).exists()
         }
     };
+    let comments = if connection {
+        [
+            look.field("edges").field("node").field("comments"),
+            look.field("nodes").field("comments"),
+        ]
+        .into_iter()
+        .find(|l| l.exists())
+    } else {
+        Some(look.field("comments")).filter(|l| l.exists())
+    };
     PostFacts {
         authors: wants("author"),
         likes: wants("likeCount") || wants("likedByMe"),
         comment_counts: wants("commentCount"),
+        first_comments: comments.and_then(|look| first_comments_wanted(&look)),
     }
+}
+
+/// The page size of the first `comments` selection without `after`, and whether it asks for
+/// authors: what a page of posts prefetches for all its posts in one call.
+fn first_comments_wanted(look: &async_graphql::Lookahead<'_>) -> Option<(u32, bool)> {
+    let field = look.selection_fields().into_iter().next()?;
+    let arguments = field.arguments().ok()?;
+    if arguments
+        .iter()
+        .any(|(name, value)| name.as_str() == "after" && *value != async_graphql::Value::Null)
+    {
+        return None;
+    }
+    let first = arguments
+        .iter()
+        .find(|(name, _)| name.as_str() == "first")
+        .and_then(|(_, value)| match value {
+            async_graphql::Value::Number(n) => n.as_i64(),
+            _ => None,
+        });
+    let first = page_size(first.and_then(|n| i32::try_from(n).ok())).ok()?;
+    let authors = look.field("nodes").field("author").exists()
+        || look.field("edges").field("node").field("author").exists();
+    Some((first, authors))
 }
 
 pub struct Subscription;

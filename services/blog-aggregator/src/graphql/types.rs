@@ -167,10 +167,12 @@ impl Post {
     ) -> async_graphql::Result<CommentConnection> {
         let has_previous_page = after.is_some();
         let api = api(ctx)?;
-        let page = api
-            .comments(&self.0.id, page_size(first)?, after)
-            .await
-            .gql()?;
+        let first = page_size(first)?;
+        // A first page comes from the response's batch (prefetched for a whole page of posts).
+        let page = match after {
+            None => api.first_comments(&self.0.id, first).await.gql()?,
+            Some(after) => api.comments(&self.0.id, first, Some(after)).await.gql()?,
+        };
         let look = ctx.look_ahead();
         if look.field("edges").field("node").field("author").exists()
             || look.field("nodes").field("author").exists()

@@ -185,6 +185,7 @@ async fn articles(api: &BlogApi, posts: Vec<post_pb::Post>) -> RestResult<Vec<Ar
         authors: true,
         likes: true,
         comment_counts: false,
+        first_comments: None,
     };
     api.prefetch(&posts, facts).await?;
     let articles = try_join_all(posts.into_iter().map(|post| async move {

@@ -88,6 +88,59 @@ impl CommentStore {
         })
     }
 
+    /// The first `limit` comments of each of `post_ids`, oldest first, in one query (a
+    /// window function numbers each post's comments), with each post's total.
+    pub async fn first_of_posts(
+        &self,
+        post_ids: &[Uuid],
+        limit: u64,
+    ) -> Result<HashMap<Uuid, CommentPage>, ServiceError> {
+        use sea_orm::{DbBackend, Statement, Value};
+        if post_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let backend = self.db.get_database_backend();
+        let placeholder = |i: usize| match backend {
+            DbBackend::Postgres => format!("${i}"),
+            _ => "?".to_owned(),
+        };
+        let list: Vec<String> = (1..=post_ids.len()).map(placeholder).collect();
+        let limit_at = placeholder(post_ids.len() + 1);
+        // One more than the page, to tell whether a next page exists.
+        let sql = format!(
+            "SELECT id, post_id, author_id, body, created_at, updated_at FROM (               SELECT comments.*, ROW_NUMBER() OVER (PARTITION BY post_id ORDER BY id) AS rn                FROM comments WHERE post_id IN ({})             ) ranked WHERE rn <= {limit_at} ORDER BY post_id, id",
+            list.join(", ")
+        );
+        let mut values: Vec<Value> = post_ids.iter().map(|id| Value::from(*id)).collect();
+        values.push(Value::from(i64::try_from(limit + 1).unwrap_or(i64::MAX)));
+        let rows = Comments::find()
+            .from_raw_sql(Statement::from_sql_and_values(backend, sql, values))
+            .all(&self.db)
+            .await?;
+        let totals = self.counts(post_ids.to_vec()).await?;
+        let mut pages: HashMap<Uuid, CommentPage> = post_ids
+            .iter()
+            .map(|id| {
+                let page = CommentPage {
+                    comments: Vec::new(),
+                    has_next_page: false,
+                    total_count: totals.get(id).copied().unwrap_or(0),
+                };
+                (*id, page)
+            })
+            .collect();
+        for comment in rows {
+            if let Some(page) = pages.get_mut(&comment.post_id) {
+                if page.comments.len() as u64 == limit {
+                    page.has_next_page = true;
+                } else {
+                    page.comments.push(comment);
+                }
+            }
+        }
+        Ok(pages)
+    }
+
     /// Deletes a comment of `post_id`; its author, the post's author or an admin may.
     pub async fn delete(
         &self,
