@@ -48,6 +48,9 @@ impl ErrorCode {
             Code::PermissionDenied => Self::Forbidden,
             Code::NotFound => Self::NotFound,
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Self::Unavailable,
+            // No service answers UNKNOWN on purpose: tonic reports a connection reset or a
+            // peer dying mid-answer that way, so it is the peer being unavailable.
+            Code::Unknown => Self::Unavailable,
             Code::ResourceExhausted => Self::TooManyRequests,
             _ => Self::Internal,
         }
@@ -234,6 +237,13 @@ mod tests {
         assert_eq!(ErrorCode::of_status(&status), ErrorCode::TooManyRequests);
         assert_eq!(retry_after_of(&status), Some(7));
         assert_eq!(ErrorCode::TooManyRequests.http_status(), 429);
+    }
+
+    #[test]
+    fn a_transport_failure_is_unavailable_not_internal() {
+        let reset = Status::unknown("transport error");
+        assert_eq!(ErrorCode::of_status(&reset), ErrorCode::Unavailable);
+        assert_eq!(ErrorCode::of_status(&reset).http_status(), 503);
     }
 
     #[test]

@@ -5,13 +5,21 @@
 //! request body, so whoever calls a peer forwards a credential: the user's own token for
 //! work done for a user, or a service credential for work done on nobody's behalf.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use axum::http;
+use futures::future::BoxFuture;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::Semaphore;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::auth::Credential;
 use crate::config::{ConfigError, Setting};
 use crate::error::{ErrorCode, ServiceError};
+use crate::metrics::Metrics;
 use crate::trace;
 
 /// A lazily connected channel to a peer service; calls fail fast with UNAVAILABLE while the
@@ -37,16 +45,28 @@ fn peer_endpoint(url: &Setting<String>) -> Result<Endpoint, ConfigError> {
         .http2_keep_alive_interval(Duration::from_secs(30)))
 }
 
-/// Adds the credential (`authorization`) and the current `traceparent` to outgoing calls.
+/// Adds the credential (`authorization`), the current `traceparent` and the deadline
+/// (`grpc-timeout`) to outgoing calls.
 #[derive(Debug, Clone, Default)]
 pub struct Outgoing {
     credential: Option<Credential>,
+    deadline: Option<Instant>,
 }
 
 impl Outgoing {
     /// Calls made with `credential`, or anonymously with None.
     pub fn new(credential: Option<Credential>) -> Self {
-        Self { credential }
+        Self {
+            credential,
+            deadline: None,
+        }
+    }
+
+    /// No call outlives `deadline` (the inbound request's budget): each is sent with the
+    /// time left as its gRPC deadline, and one made after it fails at once.
+    pub fn until(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 }
 
@@ -62,6 +82,15 @@ impl tonic::service::Interceptor for Outgoing {
             request
                 .metadata_mut()
                 .insert("authorization", credential.header_value().clone());
+        }
+        if let Some(deadline) = self.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(tonic::Status::deadline_exceeded(
+                    "the request's time budget is spent",
+                ));
+            }
+            request.set_timeout(left);
         }
         Ok(request)
     }
@@ -116,5 +145,244 @@ impl PostDirectory {
             .next()
             .ok_or(ServiceError::NotFound("post"))?;
         crate::error::parse_id("author_id", &post.author_id)
+    }
+}
+
+/// Settings of how the edge treats its peers (`OBA_PEER_*`).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerPolicy {
+    /// Calls in flight to one peer at most; more are refused at once (a bulkhead).
+    pub max_in_flight: usize,
+    /// Consecutive transport failures or timeouts that open the breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker refuses calls before one probe call may pass.
+    pub breaker_open_for: Duration,
+}
+
+impl Default for PeerPolicy {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 256,
+            breaker_failures: 5,
+            breaker_open_for: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why a call to a peer did not get an answer; a closed set, for metric labels.
+#[derive(
+    Debug, Clone, Copy, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelValue,
+)]
+pub enum CallFailure {
+    /// No answer within the call's deadline.
+    Timeout,
+    /// Refused, reset, or no connection.
+    Unreachable,
+    /// Not made: the peer's breaker is open.
+    BreakerOpen,
+    /// Not made: too many calls to the peer are in flight.
+    Busy,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct FailureLabels {
+    peer: &'static str,
+    reason: CallFailure,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct PeerLabel {
+    peer: &'static str,
+}
+
+/// Per-peer call metrics: failures by reason, breaker state, degraded answers.
+#[derive(Clone, Default)]
+pub struct PeerMetrics {
+    failures: Family<FailureLabels, Counter>,
+    breaker_open: Family<PeerLabel, Gauge>,
+    degraded: Family<PeerLabel, Counter>,
+}
+
+impl PeerMetrics {
+    /// Registers the metrics with `metrics` (the calling service's registry).
+    pub fn register(metrics: &Metrics) -> Self {
+        let this = Self::default();
+        metrics.register(
+            "peer_call_failures",
+            "Calls to a peer that got no answer, by peer and reason",
+            this.failures.clone(),
+        );
+        metrics.register(
+            "peer_breaker_open",
+            "1 while the circuit breaker of a peer is open (calls refused at once)",
+            this.breaker_open.clone(),
+        );
+        metrics.register(
+            "degraded_responses",
+            "Responses served without the facts of a peer that was unavailable",
+            this.degraded.clone(),
+        );
+        this
+    }
+
+    /// Counts a response served without `peer`'s facts.
+    pub fn degraded(&self, peer: &'static str) {
+        self.degraded.get_or_create(&PeerLabel { peer }).inc();
+    }
+
+    fn failed(&self, peer: &'static str, reason: CallFailure) {
+        self.failures
+            .get_or_create(&FailureLabels { peer, reason })
+            .inc();
+    }
+}
+
+/// Keeps the breaker's state in the `peer_breaker_open` gauge.
+#[derive(Clone)]
+struct BreakerGauge {
+    gauge: Gauge,
+    peer: &'static str,
+}
+
+impl failsafe::Instrument for BreakerGauge {
+    fn on_call_rejected(&self) {}
+    fn on_open(&self) {
+        tracing::warn!(
+            peer = self.peer,
+            "peer failing: breaker open, calls refused"
+        );
+        self.gauge.set(1);
+    }
+    fn on_half_open(&self) {}
+    fn on_closed(&self) {
+        tracing::info!(peer = self.peer, "peer answering again: breaker closed");
+        self.gauge.set(0);
+    }
+}
+
+type Breaker = failsafe::StateMachine<
+    failsafe::failure_policy::ConsecutiveFailures<failsafe::backoff::Constant>,
+    BreakerGauge,
+>;
+
+/// A channel to one peer that fails fast when the peer is sick: at most
+/// `max_in_flight` calls at once (more are refused, so a slow peer cannot tie up every
+/// caller), and a circuit breaker that opens after consecutive transport failures or
+/// timeouts, refuses calls at once while open, and lets one probe through after a while.
+/// Every failure is a `tonic::Status` UNAVAILABLE or DEADLINE_EXCEEDED, never UNKNOWN.
+#[derive(Clone)]
+pub struct GuardedChannel {
+    inner: Channel,
+    peer: &'static str,
+    in_flight: Arc<Semaphore>,
+    breaker: Breaker,
+    metrics: PeerMetrics,
+}
+
+impl GuardedChannel {
+    pub fn new(
+        inner: Channel,
+        peer: &'static str,
+        policy: PeerPolicy,
+        metrics: &PeerMetrics,
+    ) -> Self {
+        let gauge = metrics
+            .breaker_open
+            .get_or_create(&PeerLabel { peer })
+            .clone();
+        let breaker = failsafe::Config::new()
+            .failure_policy(failsafe::failure_policy::consecutive_failures(
+                policy.breaker_failures,
+                failsafe::backoff::constant(policy.breaker_open_for),
+            ))
+            .instrument(BreakerGauge { gauge, peer })
+            .build();
+        Self {
+            inner,
+            peer,
+            in_flight: Arc::new(Semaphore::new(policy.max_in_flight)),
+            breaker,
+            metrics: metrics.clone(),
+        }
+    }
+
+    /// Whether the breaker is open: calls are refused now.
+    pub fn is_open(&self) -> bool {
+        !self.breaker.is_call_permitted()
+    }
+}
+
+/// What a transport error of a call was: a timeout, or the peer not being reachable.
+fn transport_failure(error: &(dyn std::error::Error + 'static)) -> CallFailure {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if e.is::<tonic::TimeoutExpired>() || e.is::<tokio::time::error::Elapsed>() {
+            return CallFailure::Timeout;
+        }
+        source = e.source();
+    }
+    CallFailure::Unreachable
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for GuardedChannel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tower::BoxError;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        use failsafe::futures::CircuitBreaker;
+        let peer = self.peer;
+        let refuse = |reason: CallFailure, message: String| {
+            self.metrics.failed(peer, reason);
+            let status: tower::BoxError = Box::new(tonic::Status::unavailable(message));
+            Box::pin(std::future::ready(Err(status))) as Self::Future
+        };
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            return refuse(
+                CallFailure::Busy,
+                format!("too many calls in flight to {peer}"),
+            );
+        };
+        if !self.breaker.is_call_permitted() {
+            return refuse(
+                CallFailure::BreakerOpen,
+                format!("{peer} is failing; calls are paused"),
+            );
+        }
+        // The ready channel serves this call; a fresh clone waits for the next one.
+        let ready = self.inner.clone();
+        let mut channel = std::mem::replace(&mut self.inner, ready);
+        let call = channel.call(request);
+        let (breaker, metrics) = (self.breaker.clone(), self.metrics.clone());
+        Box::pin(async move {
+            let _permit = permit;
+            match breaker.call(call).await {
+                Ok(response) => Ok(response),
+                Err(failsafe::Error::Rejected) => {
+                    metrics.failed(peer, CallFailure::BreakerOpen);
+                    Err(Box::new(tonic::Status::unavailable(format!(
+                        "{peer} is failing; calls are paused"
+                    ))) as tower::BoxError)
+                }
+                Err(failsafe::Error::Inner(error)) => {
+                    let reason = transport_failure(&error);
+                    metrics.failed(peer, reason);
+                    let status = match reason {
+                        CallFailure::Timeout => tonic::Status::deadline_exceeded(format!(
+                            "{peer} did not answer in time"
+                        )),
+                        _ => tonic::Status::unavailable(format!("{peer} is unreachable")),
+                    };
+                    Err(Box::new(status) as tower::BoxError)
+                }
+            }
+        })
     }
 }

@@ -14,6 +14,7 @@ pub mod viewer;
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -21,6 +22,7 @@ use axum::http::{HeaderValue, Method, header};
 use axum::routing::{get, post};
 use oba_kit::auth::{Credential, TokenVerifier};
 use oba_kit::config::{ConfigError, Env, Setting};
+use oba_kit::peer::{PeerMetrics, PeerPolicy};
 use oba_kit::server::ServiceApp;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
@@ -47,6 +49,11 @@ pub struct Config {
     pub client_address_header: Option<Setting<String>>,
     /// Caps on live subscriptions (`OBA_SUBSCRIPTIONS_PER_CONNECTION`, `_PER_USER`, `_MAX`).
     pub live: compose::live::LiveCaps,
+    /// Time budgets of a read and a write request (`OBA_READ_BUDGET_MS`, `OBA_WRITE_BUDGET_MS`).
+    pub budgets: compose::Budgets,
+    /// How peers are guarded (`OBA_PEER_MAX_IN_FLIGHT`, `OBA_PEER_BREAKER_FAILURES`,
+    /// `OBA_PEER_BREAKER_OPEN_MS`).
+    pub peer_policy: PeerPolicy,
 }
 
 impl Config {
@@ -77,6 +84,17 @@ impl Config {
                 per_user: env.parsed("OBA_SUBSCRIPTIONS_PER_USER", 10).value,
                 total: env.parsed("OBA_SUBSCRIPTIONS_MAX", 1000).value,
             },
+            budgets: compose::Budgets {
+                read: Duration::from_millis(env.parsed("OBA_READ_BUDGET_MS", 2_000).value),
+                write: Duration::from_millis(env.parsed("OBA_WRITE_BUDGET_MS", 5_000).value),
+            },
+            peer_policy: PeerPolicy {
+                max_in_flight: env.parsed("OBA_PEER_MAX_IN_FLIGHT", 256).value,
+                breaker_failures: env.parsed("OBA_PEER_BREAKER_FAILURES", 5).value,
+                breaker_open_for: Duration::from_millis(
+                    env.parsed("OBA_PEER_BREAKER_OPEN_MS", 2_000).value,
+                ),
+            },
         }
     }
 }
@@ -106,7 +124,14 @@ fn cors(origins: &Setting<String>) -> Result<CorsLayer, ConfigError> {
 pub async fn app(config: &Config) -> Result<ServiceApp, ConfigError> {
     let verifier = TokenVerifier::from_pem_file(&config.token_public_key)?;
     let service_credential = service_credential(&config.service_token, &verifier)?;
-    let peers = peers::PeerChannels::connect(&config.peers, service_credential)?;
+    let app = ServiceApp::new(NAME, verifier.clone());
+    let peer_metrics = PeerMetrics::register(app.metrics());
+    let peers = peers::PeerChannels::connect(
+        &config.peers,
+        service_credential,
+        config.peer_policy,
+        peer_metrics,
+    )?;
     let address_header = config
         .client_address_header
         .as_ref()
@@ -116,7 +141,6 @@ pub async fn app(config: &Config) -> Result<ServiceApp, ConfigError> {
         })
         .transpose()?;
     let clients = client::Clients::new(address_header, config.sign_ins_per_minute);
-    let state_verifier = verifier.clone();
     let state = graphql::GraphqlState {
         schema: graphql::schema(),
         introspection_schema: graphql::introspection_schema(),
@@ -124,12 +148,14 @@ pub async fn app(config: &Config) -> Result<ServiceApp, ConfigError> {
         verifier,
         clients: clients.clone(),
         live: compose::live::LiveLimits::new(config.live),
+        budgets: config.budgets,
     };
     let cors = cors(&config.cors_allowed_origins)?;
     let rest = rest::router(rest::RestState {
         peers: state.peers.clone(),
         verifier: state.verifier.clone(),
         clients,
+        budgets: config.budgets,
     });
     // The limit layer refuses an announced oversized body from its headers, unread; REST
     // answers that in the RealWorld error shape.
@@ -145,7 +171,7 @@ pub async fn app(config: &Config) -> Result<ServiceApp, ConfigError> {
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
         .layer(axum::middleware::map_response(rest::error::realworld_413));
     let http = graphql.merge(rest).layer(cors);
-    Ok(ServiceApp::new(NAME, state_verifier).http(http))
+    Ok(app.http(http))
 }
 
 /// Reads the service credential and checks it now, so that a wrong or expired one fails

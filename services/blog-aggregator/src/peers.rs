@@ -1,13 +1,18 @@
 //! gRPC clients of the internal services the edge composes.
 //!
-//! The channels are shared by every request ([`PeerChannels`]); the clients a request uses
-//! ([`Peers`]) are made per request around them and carry that request's credential: the
-//! caller's own token, or none for an anonymous caller. The edge's own work (cleanup after a
-//! post is deleted) carries its service credential instead.
+//! The channels are shared by every request ([`PeerChannels`]); each is guarded (a bound on
+//! calls in flight and a circuit breaker: a sick peer is failed fast). The clients a request
+//! uses ([`Peers`]) are made per request around them and carry that request's credential
+//! (the caller's own token, or none for an anonymous caller) and its deadline. The edge's
+//! own work (cleanup after a post is deleted) carries its service credential instead.
+
+use std::time::Instant;
 
 use oba_kit::auth::Credential;
 use oba_kit::config::{ConfigError, Setting};
-use oba_kit::peer::{Outgoing, peer_channel, peer_channel_for_streams};
+use oba_kit::peer::{
+    GuardedChannel, Outgoing, PeerMetrics, PeerPolicy, peer_channel, peer_channel_for_streams,
+};
 use oba_proto::comment::v1::comment_service_client::CommentServiceClient;
 use oba_proto::like::v1::like_service_client::LikeServiceClient;
 use oba_proto::notification::v1::notification_service_client::NotificationServiceClient;
@@ -28,42 +33,92 @@ pub struct PeerUrls {
     pub notification_service: Setting<String>,
 }
 
-/// A channel whose requests carry a credential and the caller's trace context.
-pub type PeerChannel = InterceptedService<Channel, Outgoing>;
+/// A guarded channel whose requests carry a credential, a deadline and the trace context.
+pub type PeerChannel = InterceptedService<GuardedChannel, Outgoing>;
+
+/// One peer: its raw channel (health checks see the truth) and the guarded one calls use.
+#[derive(Clone)]
+struct Peer {
+    name: &'static str,
+    raw: Channel,
+    guarded: GuardedChannel,
+}
+
+impl Peer {
+    fn connect(
+        name: &'static str,
+        raw: Channel,
+        policy: PeerPolicy,
+        metrics: &PeerMetrics,
+    ) -> Self {
+        Self {
+            name,
+            guarded: GuardedChannel::new(raw.clone(), name, policy, metrics),
+            raw,
+        }
+    }
+}
 
 /// One shared, lazily connected channel per peer, and the edge's service credential.
 #[derive(Clone)]
 pub struct PeerChannels {
-    users: Channel,
-    posts: Channel,
-    comments: Channel,
-    likes: Channel,
-    ranks: Channel,
-    notifications: Channel,
+    users: Peer,
+    posts: Peer,
+    comments: Peer,
+    likes: Peer,
+    ranks: Peer,
+    notifications: Peer,
     /// Live notification streams have their own connection, so that open streams never
     /// delay the unary calls (and those keep their deadline).
-    notification_streams: Channel,
+    notification_streams: GuardedChannel,
     service_credential: Credential,
+    pub metrics: PeerMetrics,
+}
+
+/// Health of one peer's channel, as the edge sees it.
+pub struct PeerChannelState {
+    pub name: &'static str,
+    pub channel: Channel,
+    pub breaker_open: bool,
 }
 
 impl PeerChannels {
-    pub fn connect(urls: &PeerUrls, service_credential: Credential) -> Result<Self, ConfigError> {
+    pub fn connect(
+        urls: &PeerUrls,
+        service_credential: Credential,
+        policy: PeerPolicy,
+        metrics: PeerMetrics,
+    ) -> Result<Self, ConfigError> {
+        let peer = |name, url| -> Result<Peer, ConfigError> {
+            Ok(Peer::connect(name, peer_channel(url)?, policy, &metrics))
+        };
         Ok(Self {
-            users: peer_channel(&urls.user_service)?,
-            posts: peer_channel(&urls.post_service)?,
-            comments: peer_channel(&urls.comment_service)?,
-            likes: peer_channel(&urls.like_service)?,
-            ranks: peer_channel(&urls.rank_service)?,
-            notifications: peer_channel(&urls.notification_service)?,
-            notification_streams: peer_channel_for_streams(&urls.notification_service)?,
+            users: peer("user-service", &urls.user_service)?,
+            posts: peer("post-service", &urls.post_service)?,
+            comments: peer("comment-service", &urls.comment_service)?,
+            likes: peer("like-service", &urls.like_service)?,
+            ranks: peer("rank-service", &urls.rank_service)?,
+            notifications: peer("notification-service", &urls.notification_service)?,
+            notification_streams: GuardedChannel::new(
+                peer_channel_for_streams(&urls.notification_service)?,
+                "notification-service",
+                policy,
+                &metrics,
+            ),
             service_credential,
+            metrics,
         })
     }
 
-    /// Clients whose calls carry `credential` (a user's token), or none (anonymous).
-    pub fn acting_for(&self, credential: Option<Credential>) -> Peers {
-        let outgoing = Outgoing::new(credential);
-        let client = |channel: &Channel| InterceptedService::new(channel.clone(), outgoing.clone());
+    /// Clients whose calls carry `credential` (a user's token), or none (anonymous), and end
+    /// by `deadline` (live streams excepted: they last as long as their subscriber).
+    pub fn acting_for(&self, credential: Option<Credential>, deadline: Option<Instant>) -> Peers {
+        let streaming = Outgoing::new(credential);
+        let unary = match deadline {
+            Some(deadline) => streaming.clone().until(deadline),
+            None => streaming.clone(),
+        };
+        let client = |peer: &Peer| InterceptedService::new(peer.guarded.clone(), unary.clone());
         Peers {
             users: UserServiceClient::new(client(&self.users)),
             posts: PostServiceClient::new(client(&self.posts)),
@@ -71,27 +126,35 @@ impl PeerChannels {
             likes: LikeServiceClient::new(client(&self.likes)),
             ranks: RankServiceClient::new(client(&self.ranks)),
             notifications: NotificationServiceClient::new(client(&self.notifications)),
-            notification_streams: NotificationServiceClient::new(client(
-                &self.notification_streams,
+            notification_streams: NotificationServiceClient::new(InterceptedService::new(
+                self.notification_streams.clone(),
+                streaming,
             )),
         }
     }
 
-    /// Clients for the edge's own work, done on nobody's behalf.
-    pub fn as_service(&self) -> Peers {
-        self.acting_for(Some(self.service_credential.clone()))
+    /// Clients for the edge's own work, done on nobody's behalf, ending by `deadline`.
+    pub fn as_service(&self, deadline: Option<Instant>) -> Peers {
+        self.acting_for(Some(self.service_credential.clone()), deadline)
     }
 
-    /// Every peer by name, for health and version checks.
-    pub fn by_name(&self) -> [(&'static str, Channel); 6] {
+    /// Every peer, for health and version checks.
+    pub fn states(&self) -> Vec<PeerChannelState> {
         [
-            ("user-service", self.users.clone()),
-            ("post-service", self.posts.clone()),
-            ("comment-service", self.comments.clone()),
-            ("like-service", self.likes.clone()),
-            ("rank-service", self.ranks.clone()),
-            ("notification-service", self.notifications.clone()),
+            &self.users,
+            &self.posts,
+            &self.comments,
+            &self.likes,
+            &self.ranks,
+            &self.notifications,
         ]
+        .into_iter()
+        .map(|peer| PeerChannelState {
+            name: peer.name,
+            channel: peer.raw.clone(),
+            breaker_open: peer.guarded.is_open(),
+        })
+        .collect()
     }
 }
 

@@ -22,6 +22,8 @@ const DATABASES: [(Service, &str); 2] = [
 
 pub struct Processes {
     children: BTreeMap<Service, Child>,
+    /// Further replicas started by [`Processes::start_replica`].
+    replicas: Vec<Child>,
     addrs: BTreeMap<Service, SocketAddr>,
     env: Vec<(String, String)>,
     database_urls: BTreeMap<Service, String>,
@@ -91,6 +93,7 @@ impl Processes {
             .map_or_else(|| bus_url.clone(), |p| format!("nats://{}", p.addr));
         let mut processes = Self {
             children: BTreeMap::new(),
+            replicas: Vec::new(),
             addrs: BTreeMap::new(),
             env: vec![
                 (
@@ -183,6 +186,29 @@ impl Processes {
 
     /// Starts `service` (on `addr`, or an ephemeral port) and waits until it listens.
     async fn spawn(&mut self, service: Service, addr: Option<SocketAddr>) {
+        let (addr, child) = self.launch(service, addr, &[]).await;
+        self.addrs.insert(service, addr);
+        self.children.insert(service, child);
+    }
+
+    /// Starts another replica of `service` on the same database and bus, with `overrides`
+    /// of its settings (e.g. an edge pointed at other replicas); returns its address.
+    pub async fn start_replica(
+        &mut self,
+        service: Service,
+        overrides: &[(&str, String)],
+    ) -> SocketAddr {
+        let (addr, child) = self.launch(service, None, overrides).await;
+        self.replicas.push(child);
+        addr
+    }
+
+    async fn launch(
+        &self,
+        service: Service,
+        addr: Option<SocketAddr>,
+        overrides: &[(&str, String)],
+    ) -> (SocketAddr, Child) {
         let mut env = self.env.clone();
         let listen = addr.map_or_else(|| "127.0.0.1:0".to_owned(), |a| a.to_string());
         env.push(("OBA_LISTEN_ADDR".into(), listen));
@@ -194,6 +220,7 @@ impl Processes {
                 env.push((key.into(), format!("http://{addr}")));
             }
         }
+        env.extend(overrides.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         let log = self.log_dir.join(format!("{}.log", service.name()));
         let mut child = oba_command(&["serve", service.name()], &env, &log)
             .spawn()
@@ -212,8 +239,7 @@ impl Processes {
             .rsplit_once("http://")
             .and_then(|(_, a)| a.parse().ok())
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        self.addrs.insert(service, addr);
-        self.children.insert(service, child);
+        (addr, child)
     }
 
     pub fn addr(&self, service: Service) -> Option<SocketAddr> {
@@ -229,6 +255,21 @@ impl Processes {
         if let Some(mut child) = self.children.remove(&service) {
             child.kill().await.expect("kill");
         }
+    }
+
+    /// Sends `signal` (`STOP` to hang a service as a stuck process would, `CONT` to let it
+    /// go on) to one service.
+    pub async fn signal_service(&mut self, service: Service, signal: &str) {
+        let pid = self
+            .children
+            .get(&service)
+            .and_then(Child::id)
+            .expect("running service");
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .await;
+        assert!(sent.is_ok_and(|s| s.success()), "kill -{signal} {pid}");
     }
 
     /// Stops one service with SIGTERM and waits for it to exit; it must exit 0.
@@ -273,7 +314,7 @@ impl Processes {
 
 impl Drop for Processes {
     fn drop(&mut self) {
-        for child in self.children.values_mut() {
+        for child in self.children.values_mut().chain(self.replicas.iter_mut()) {
             let _ = child.start_kill();
         }
         let names: Vec<String> = self

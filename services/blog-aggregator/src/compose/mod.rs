@@ -5,6 +5,13 @@
 //! per-post facts (author, likes, comment count) go through request-scoped loaders with a
 //! request-scoped cache (cleared by every write), a page fetches them up front in one call
 //! per service, and independent lookups run concurrently.
+//!
+//! Facts are essential or optional. Posts, their authors, profiles and comments are
+//! essential: without them there is no answer, and their source being down fails the
+//! request with UNAVAILABLE. Like counts, liked-by-me, comment counts and trending are
+//! optional: when their source is unavailable the answer goes out without them (GraphQL
+//! `null`, REST defaults) and the source is recorded in [`Degraded`], which the adapters
+//! report once per source (a GraphQL error naming the service, REST's `Oba-Degraded`).
 
 pub mod error;
 pub mod live;
@@ -24,6 +31,10 @@ use oba_proto::post::v1 as post_pb;
 use oba_proto::rank::v1 as rank_pb;
 use oba_proto::user::v1 as user_pb;
 use tonic::transport::Channel;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use crate::client::Client;
 use crate::peers::{PeerChannels, Peers};
@@ -77,6 +88,8 @@ pub struct ServiceStatus {
     pub name: String,
     pub status: String,
     pub version: Option<String>,
+    /// Whether the edge's circuit breaker for it is open (calls refused at once).
+    pub breaker_open: bool,
 }
 
 fn cached<L: Loader<String>>(loader: L) -> Cached<L> {
@@ -95,6 +108,57 @@ pub struct PostFacts {
 
 type Cached<L> = DataLoader<L, HashMapCache>;
 
+/// The optional sources a response went without, by service name.
+#[derive(Debug, Clone, Default)]
+pub struct Degraded(Arc<Mutex<BTreeSet<&'static str>>>);
+
+impl Degraded {
+    fn insert(&self, service: &'static str) {
+        if let Ok(mut set) = self.0.lock() {
+            set.insert(service);
+        }
+    }
+
+    fn contains(&self, service: &str) -> bool {
+        self.0.lock().is_ok_and(|set| set.contains(service))
+    }
+
+    /// The services whose facts are missing, sorted.
+    pub fn services(&self) -> Vec<&'static str> {
+        self.0
+            .lock()
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// What one request brings besides its viewer: where it comes from, when its time budget
+/// ends, and where to record the optional sources it goes without.
+#[derive(Clone)]
+pub struct RequestScope {
+    pub client: Client,
+    pub deadline: Option<Instant>,
+    pub degraded: Degraded,
+}
+
+/// How long a request may take, all internal calls included.
+#[derive(Debug, Clone, Copy)]
+pub struct Budgets {
+    pub read: std::time::Duration,
+    pub write: std::time::Duration,
+}
+
+impl Budgets {
+    /// The deadline of a request starting now.
+    pub fn deadline(&self, write: bool) -> Instant {
+        Instant::now() + if write { self.write } else { self.read }
+    }
+}
+
+pub const LIKE_SERVICE: &str = "like-service";
+pub const COMMENT_SERVICE: &str = "comment-service";
+pub const RANK_SERVICE: &str = "rank-service";
+
 pub struct BlogApi {
     /// Clients carrying the viewer's credential.
     peers: Peers,
@@ -103,6 +167,9 @@ pub struct BlogApi {
     client: Client,
     /// Live subscriptions open on this request's connection (a WebSocket's, for its life).
     live_on_connection: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// When the request's time budget ends: no internal call outlives it.
+    deadline: Option<Instant>,
+    degraded: Degraded,
     profiles: Cached<ProfileLoader>,
     likes: Cached<LikeLoader>,
     comment_counts: Cached<CommentCountLoader>,
@@ -110,8 +177,15 @@ pub struct BlogApi {
 }
 
 impl BlogApi {
-    pub fn new(channels: PeerChannels, viewer: Viewer, client: Client) -> Self {
-        let peers = channels.acting_for(viewer.credential());
+    /// The composition for one request (one WebSocket connection), whose internal calls all
+    /// end by `deadline`.
+    pub fn new(channels: PeerChannels, viewer: Viewer, scope: RequestScope) -> Self {
+        let RequestScope {
+            client,
+            deadline,
+            degraded,
+        } = scope;
+        let peers = channels.acting_for(viewer.credential(), deadline);
         Self {
             profiles: cached(ProfileLoader {
                 peers: peers.clone(),
@@ -130,6 +204,29 @@ impl BlogApi {
             viewer,
             client,
             live_on_connection: std::sync::Arc::default(),
+            deadline,
+            degraded,
+        }
+    }
+
+    /// The optional sources this request went without (shared: read it after answering).
+    pub fn degraded(&self) -> Degraded {
+        self.degraded.clone()
+    }
+
+    /// An optional fact from `service`: None, recorded, when the service is unavailable.
+    fn optional<T>(&self, service: &'static str, result: ApiResult<T>) -> ApiResult<Option<T>> {
+        match result {
+            Ok(value) => Ok(Some(value)),
+            Err(err) if err.code == ErrorCode::Unavailable => {
+                if !self.degraded.contains(service) {
+                    tracing::warn!(service, error = %err, "answering without an optional source");
+                    self.channels.metrics.degraded(service);
+                }
+                self.degraded.insert(service);
+                Ok(None)
+            }
+            Err(err) => Err(err),
         }
     }
 
@@ -384,7 +481,7 @@ impl BlogApi {
         self.likes.clear::<String>();
         self.comment_counts.clear::<String>();
         self.first_comments.clear::<String>();
-        let service = self.channels.as_service();
+        let service = self.channels.as_service(self.deadline);
         let (mut comments, mut likes) = (service.comments, service.likes);
         let (comments, likes) = tokio::join!(
             comments.delete_post_comments(comment_pb::DeletePostCommentsRequest {
@@ -430,18 +527,22 @@ impl BlogApi {
         Ok(post)
     }
 
-    /// The `first` trending posts, best first.
-    pub async fn trending(&self, first: u32) -> ApiResult<Vec<post_pb::Post>> {
+    /// The `first` trending posts, best first; None when rank-service is unavailable
+    /// (trending is optional).
+    pub async fn trending(&self, first: u32) -> ApiResult<Option<Vec<post_pb::Post>>> {
         let ranked = self
             .peers
             .ranks
             .clone()
             .trending(rank_pb::TrendingRequest { first })
-            .await?
-            .into_inner()
-            .posts;
+            .await
+            .map_err(ApiError::from);
+        let Some(ranked) = self.optional(RANK_SERVICE, ranked)? else {
+            return Ok(None);
+        };
+        let ranked = ranked.into_inner().posts;
         if ranked.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         }
         let ids: Vec<String> = ranked.iter().map(|r| r.post_id.clone()).collect();
         let request = post_pb::ListPostsRequest {
@@ -461,7 +562,7 @@ impl BlogApi {
             .map(|p| (p.id.clone(), p))
             .collect();
         // In rank order; a post deleted since it was ranked is left out.
-        Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+        Ok(Some(ids.iter().filter_map(|id| by_id.remove(id)).collect()))
     }
 
     pub async fn notifications(
@@ -640,15 +741,18 @@ impl BlogApi {
             }
             Ok::<_, ApiError>(())
         };
+        // Optional facts: a page goes out without them rather than not at all.
         let likes = async {
-            if wants.likes {
-                self.likes.load_many(post_ids()).await?;
+            if wants.likes && !self.degraded.contains(LIKE_SERVICE) {
+                let loaded = self.likes.load_many(post_ids()).await;
+                self.optional(LIKE_SERVICE, loaded)?;
             }
             Ok(())
         };
         let comment_counts = async {
-            if wants.comment_counts {
-                self.comment_counts.load_many(post_ids()).await?;
+            if wants.comment_counts && !self.degraded.contains(COMMENT_SERVICE) {
+                let loaded = self.comment_counts.load_many(post_ids()).await;
+                self.optional(COMMENT_SERVICE, loaded)?;
             }
             Ok(())
         };
@@ -712,20 +816,26 @@ impl BlogApi {
         }
     }
 
-    pub async fn like_summary(&self, post_id: &str) -> ApiResult<like_pb::LikeSummary> {
+    /// Like count and liked-by-me of a post; None when like-service is unavailable.
+    pub async fn like_summary(&self, post_id: &str) -> ApiResult<Option<like_pb::LikeSummary>> {
+        if self.degraded.contains(LIKE_SERVICE) {
+            return Ok(None);
+        }
+        let loaded = self.likes.load_one(post_id.to_owned()).await;
         Ok(self
-            .likes
-            .load_one(post_id.to_owned())
-            .await?
-            .unwrap_or_default())
+            .optional(LIKE_SERVICE, loaded)?
+            .map(Option::unwrap_or_default))
     }
 
-    pub async fn comment_count(&self, post_id: &str) -> ApiResult<u64> {
+    /// Comment count of a post; None when comment-service is unavailable.
+    pub async fn comment_count(&self, post_id: &str) -> ApiResult<Option<u64>> {
+        if self.degraded.contains(COMMENT_SERVICE) {
+            return Ok(None);
+        }
+        let loaded = self.comment_counts.load_one(post_id.to_owned()).await;
         Ok(self
-            .comment_counts
-            .load_one(post_id.to_owned())
-            .await?
-            .unwrap_or(0))
+            .optional(COMMENT_SERVICE, loaded)?
+            .map(|count| count.unwrap_or(0)))
     }
 
     // ---- operations ----
@@ -736,19 +846,20 @@ impl BlogApi {
             name: crate::NAME.to_owned(),
             status: "SERVING".to_owned(),
             version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+            breaker_open: false,
         };
         let peers = join_all(
             self.channels
-                .by_name()
+                .states()
                 .into_iter()
-                .map(|(name, channel)| peer_status(name, channel)),
+                .map(|peer| peer_status(peer.name, peer.channel, peer.breaker_open)),
         )
         .await;
         std::iter::once(edge).chain(peers).collect()
     }
 }
 
-async fn peer_status(name: &str, channel: Channel) -> ServiceStatus {
+async fn peer_status(name: &str, channel: Channel, breaker_open: bool) -> ServiceStatus {
     use oba_proto::common::v1::introspection_client::IntrospectionClient;
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_client::HealthClient;
@@ -780,5 +891,6 @@ async fn peer_status(name: &str, channel: Channel) -> ServiceStatus {
             .ok()
             .and_then(Result::ok)
             .map(|r| r.into_inner().version),
+        breaker_open,
     }
 }

@@ -20,7 +20,10 @@ use oba_proto::user::v1 as user_pb;
 
 use crate::client::Clients;
 use crate::compose::live::LiveLimits;
-use crate::compose::{ApiError, ApiResult, BlogApi, PostFacts, PostInput, PostQuery, UserChanges};
+use crate::compose::{
+    ApiError, ApiResult, BlogApi, Budgets, Degraded, PostFacts, PostInput, PostQuery, RequestScope,
+    UserChanges,
+};
 use crate::peers::PeerChannels;
 use crate::viewer::Viewer;
 use types::{
@@ -149,18 +152,20 @@ impl Query {
     }
 
     /// The hottest posts now, best first (see rank-service for the formula). `first` is 1
-    /// to 100 (default 10).
+    /// to 100 (default 10). Null while rank-service is unavailable.
     #[graphql(complexity = "limits::page_cost(Some(first.unwrap_or(10)), child_complexity)")]
     async fn trending(
         &self,
         ctx: &Context<'_>,
         first: Option<i32>,
-    ) -> async_graphql::Result<Vec<Post>> {
+    ) -> async_graphql::Result<Option<Vec<Post>>> {
         let first = page_size(Some(first.unwrap_or(10)))?;
         let api = api(ctx)?;
-        let posts = api.trending(first).await.gql()?;
+        let Some(posts) = api.trending(first).await.gql()? else {
+            return Ok(None);
+        };
         api.prefetch(&posts, list_facts(ctx, false)).await.gql()?;
-        Ok(posts.into_iter().map(Post).collect())
+        Ok(Some(posts.into_iter().map(Post).collect()))
     }
 
     /// The signed-in user's notifications, newest first.
@@ -244,6 +249,7 @@ impl Query {
                 name: s.name,
                 status: s.status,
                 version: s.version,
+                breaker_open: s.breaker_open,
             })
             .collect())
     }
@@ -489,6 +495,7 @@ pub struct GraphqlState {
     pub verifier: TokenVerifier,
     pub clients: Clients,
     pub live: std::sync::Arc<LiveLimits>,
+    pub budgets: Budgets,
 }
 
 /// `POST /graphql`: verifies the caller, then runs the document with a request-scoped
@@ -528,9 +535,26 @@ pub async fn graphql_handler(
     } else {
         &state.schema
     };
-    let client = state.clients.client(&headers, &extensions);
-    let request = request.data(BlogApi::new(state.peers.clone(), viewer, client));
+    let degraded = Degraded::default();
+    let scope = RequestScope {
+        client: state.clients.client(&headers, &extensions),
+        deadline: Some(state.budgets.deadline(is_mutation(&request.query))),
+        degraded: degraded.clone(),
+    };
+    let request = request.data(BlogApi::new(state.peers.clone(), viewer, scope));
     let mut response = schema.execute(request).await;
+    // One error per optional source the answer went without; its fields are null.
+    for service in degraded.services() {
+        let mut error = async_graphql::ServerError::new(
+            format!("{service} is unavailable; its facts are null in this response"),
+            None,
+        );
+        let mut extensions = async_graphql::ErrorExtensionValues::default();
+        extensions.set("code", ErrorCode::Unavailable.as_str());
+        extensions.set("service", service);
+        error.extensions = Some(extensions);
+        response.errors.push(error);
+    }
     // Resolver errors all carry a code; the rest are parse and validation errors.
     for error in &mut response.errors {
         let ext = error.extensions.get_or_insert_with(Default::default);
@@ -539,6 +563,15 @@ pub async fn graphql_handler(
         }
     }
     GraphQLResponse::from(response).into_response()
+}
+
+/// Whether a document is a mutation (it gets the write budget); a guess from the text,
+/// which errs towards the shorter read budget only for documents that are not mutations.
+fn is_mutation(query: &str) -> bool {
+    query
+        .split(['{', '('])
+        .next()
+        .is_some_and(|head| head.split_whitespace().any(|word| word == "mutation"))
 }
 
 fn error_response(status: StatusCode, code: ErrorCode, message: &str) -> Response {
@@ -571,7 +604,12 @@ pub async fn graphql_ws(
     protocol: async_graphql_axum::GraphQLProtocol,
     upgrade: axum::extract::WebSocketUpgrade,
 ) -> Response {
-    let client = state.clients.client(&headers, &extensions);
+    let scope = RequestScope {
+        client: state.clients.client(&headers, &extensions),
+        // A connection lives long; each call still has its channel's timeout.
+        deadline: None,
+        degraded: Degraded::default(),
+    };
     upgrade
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |stream| {
@@ -588,7 +626,7 @@ pub async fn graphql_ws(
                         .and_then(|value| Viewer::from_authorization(value, &verifier))
                         .map_err(|e| async_graphql::Error::new(e.to_string()))?;
                     let mut data = async_graphql::Data::default();
-                    data.insert(BlogApi::new(peers, viewer, client));
+                    data.insert(BlogApi::new(peers, viewer, scope));
                     data.insert(live);
                     Ok(data)
                 })

@@ -141,20 +141,27 @@ impl Post {
             .gql()?
             .into())
     }
-    /// From like-service, batched across the response.
-    async fn like_count(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
-        Ok(api(ctx)?.like_summary(&self.0.id).await.gql()?.count)
-    }
-    /// Whether the signed-in viewer likes this post (false when anonymous).
-    async fn liked_by_me(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+    /// From like-service, batched across the response; null while like-service is
+    /// unavailable (the response then carries an UNAVAILABLE error naming it).
+    async fn like_count(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<u64>> {
         Ok(api(ctx)?
             .like_summary(&self.0.id)
             .await
             .gql()?
-            .liked_by_viewer)
+            .map(|s| s.count))
     }
-    /// From comment-service, batched across the response.
-    async fn comment_count(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
+    /// Whether the signed-in viewer likes this post (false when anonymous); null while
+    /// like-service is unavailable.
+    async fn liked_by_me(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<bool>> {
+        Ok(api(ctx)?
+            .like_summary(&self.0.id)
+            .await
+            .gql()?
+            .map(|s| s.liked_by_viewer))
+    }
+    /// From comment-service, batched across the response; null while comment-service is
+    /// unavailable.
+    async fn comment_count(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<u64>> {
         api(ctx)?.comment_count(&self.0.id).await.gql()
     }
     /// Comments, oldest first. `first` is 1 to 100 (default 20).
@@ -230,6 +237,9 @@ pub struct ServiceStatus {
     pub status: String,
     pub healthy: bool,
     pub version: Option<String>,
+    /// Whether the edge's circuit breaker for this service is open: calls are refused at
+    /// once until a probe call succeeds.
+    pub breaker_open: bool,
 }
 
 #[derive(InputObject)]

@@ -19,7 +19,10 @@ use oba_proto::user::v1 as user_pb;
 use serde_json::{Value, json};
 
 use crate::client::Clients;
-use crate::compose::{ApiError, BlogApi, PostFacts, PostInput, PostQuery, UserChanges};
+use crate::compose::{
+    ApiError, BlogApi, Budgets, Degraded, PostFacts, PostInput, PostQuery, RequestScope,
+    UserChanges,
+};
 use crate::peers::PeerChannels;
 use crate::viewer::Viewer;
 use dto::{
@@ -35,6 +38,29 @@ pub struct RestState {
     pub peers: PeerChannels,
     pub verifier: TokenVerifier,
     pub clients: Clients,
+    pub budgets: Budgets,
+}
+
+/// The header naming the services whose optional facts a response went without (their
+/// counts and flags then have RealWorld's defaults: 0, false).
+pub const DEGRADED_HEADER: &str = "oba-degraded";
+
+/// Middleware: gives the request a [`Degraded`] record and, after it is answered, names
+/// what it went without in [`DEGRADED_HEADER`].
+async fn report_degraded(
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let degraded = Degraded::default();
+    request.extensions_mut().insert(degraded.clone());
+    let mut response = next.run(request).await;
+    let services = degraded.services();
+    if !services.is_empty()
+        && let Ok(value) = axum::http::HeaderValue::from_str(&services.join(", "))
+    {
+        response.headers_mut().insert(DEGRADED_HEADER, value);
+    }
+    response
 }
 
 /// The routes, nested under `/api` (RealWorld's `APIURL` includes it).
@@ -59,7 +85,8 @@ pub fn router(state: RestState) -> Router {
         .route("/articles/{slug}/comments/{id}", delete(delete_comment))
         .route("/tags", get(tags))
         .fallback(|| async { RestError::new(StatusCode::NOT_FOUND, "body", "no such endpoint") })
-        .with_state(state);
+        .with_state(state)
+        .layer(axum::middleware::from_fn(report_degraded));
     Router::new().nest("/api", api)
 }
 
@@ -72,8 +99,18 @@ impl FromRequestParts<RestState> for Api {
     async fn from_request_parts(parts: &mut Parts, state: &RestState) -> Result<Self, RestError> {
         let viewer = Viewer::from_headers(&parts.headers, &state.verifier)
             .map_err(|e| RestError::new(StatusCode::UNAUTHORIZED, "body", e.to_string()))?;
-        let client = state.clients.client(&parts.headers, &parts.extensions);
-        Ok(Self(BlogApi::new(state.peers.clone(), viewer, client)))
+        let write = parts.method != axum::http::Method::GET;
+        let scope = RequestScope {
+            client: state.clients.client(&parts.headers, &parts.extensions),
+            deadline: Some(state.budgets.deadline(write)),
+            // Shared with `report_degraded`, which marks the response.
+            degraded: parts
+                .extensions
+                .get::<Degraded>()
+                .cloned()
+                .unwrap_or_default(),
+        };
+        Ok(Self(BlogApi::new(state.peers.clone(), viewer, scope)))
     }
 }
 
@@ -193,7 +230,9 @@ async fn articles(api: &BlogApi, posts: Vec<post_pb::Post>) -> RestResult<Vec<Ar
             api.profile_by_id(&post.author_id),
             api.like_summary(&post.id)
         )?;
-        Ok::<_, ApiError>(Article::new(post, author, likes))
+        // RealWorld needs the counts: without like-service they default (0, not favorited)
+        // and the response is marked degraded.
+        Ok::<_, ApiError>(Article::new(post, author, likes.unwrap_or_default()))
     }))
     .await?;
     Ok(articles)
