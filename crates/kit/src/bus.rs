@@ -74,13 +74,19 @@ impl Delivery {
 
 #[tonic::async_trait]
 pub trait EventBus: Send + Sync + 'static {
-    /// Publishes and waits until the bus has stored the message.
-    async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError>;
+    /// Publishes and waits until the bus has stored the message. `id` (the event id) makes
+    /// a repeated publish of the same event a no-op on a bus that remembers ids.
+    async fn publish(&self, subject: &str, id: &str, payload: Bytes) -> Result<(), BusError>;
     /// A durable subscription of `consumer` to `subjects` (NATS wildcards allowed).
     fn subscribe(&self, consumer: &str, subjects: Vec<String>)
     -> mpsc::UnboundedReceiver<Delivery>;
     /// Whether the bus answers right now (for readiness).
     fn is_connected(&self) -> bool;
+    /// Tells every current listener of `subject` (every replica), at most once and not
+    /// stored: for live pushes, whose durable record is elsewhere.
+    async fn announce(&self, subject: &str, payload: Bytes) -> Result<(), BusError>;
+    /// What is announced on `subject` from now on, in this process.
+    fn listen(&self, subject: &str) -> mpsc::UnboundedReceiver<Bytes>;
 }
 
 pub type Bus = Arc<dyn EventBus>;
@@ -134,6 +140,7 @@ pub fn subject_matches(pattern: &str, subject: &str) -> bool {
 #[derive(Default)]
 pub struct InProcessBus {
     consumers: Mutex<HashMap<String, ConsumerQueue>>,
+    listeners: Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Bytes>>>>,
 }
 
 /// A consumer's subject patterns and its queue.
@@ -141,7 +148,8 @@ type ConsumerQueue = (Vec<String>, mpsc::UnboundedSender<Delivery>);
 
 #[tonic::async_trait]
 impl EventBus for InProcessBus {
-    async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
+    async fn publish(&self, subject: &str, _id: &str, payload: Bytes) -> Result<(), BusError> {
+        // One process, one relay per outbox: nothing is published twice to deduplicate.
         let consumers = self
             .consumers
             .lock()
@@ -178,6 +186,41 @@ impl EventBus for InProcessBus {
     fn is_connected(&self) -> bool {
         true
     }
+
+    async fn announce(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
+        let mut listeners = self
+            .listeners
+            .lock()
+            .map_err(|_| BusError("poisoned".into()))?;
+        if let Some(queues) = listeners.get_mut(subject) {
+            queues.retain(|queue| queue.send(payload.clone()).is_ok());
+        }
+        Ok(())
+    }
+
+    fn listen(&self, subject: &str) -> mpsc::UnboundedReceiver<Bytes> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut listeners) = self.listeners.lock() {
+            listeners.entry(subject.to_owned()).or_default().push(tx);
+        }
+        rx
+    }
+}
+
+/// The oldest NATS server oba supports (JetStream, durable pull consumers; on 2.9 each
+/// subject of a multi-subject consumer gets a consumer of its own).
+pub const MIN_NATS_VERSION: (u64, u64, u64) = (2, 9, 0);
+
+/// The connected server's version, once known.
+fn server_version(client: &async_nats::Client) -> Option<(u64, u64, u64)> {
+    parse_version(&client.server_info().version)
+}
+
+/// `2.9.10` (or `v2.10.1-beta`) as numbers.
+pub fn parse_version(text: &str) -> Option<(u64, u64, u64)> {
+    let mut parts = text.trim_start_matches('v').split(['.', '-']);
+    let mut next = || parts.next()?.parse::<u64>().ok();
+    Some((next()?, next()?, next().unwrap_or(0)))
 }
 
 /// How long JetStream waits for an ack before redelivering.
@@ -223,6 +266,37 @@ impl NatsBus {
             .map_err(|e| BusError(e.to_string()))
     }
 
+    /// The durable consumers that deliver `subjects` to `consumer`, on a server of
+    /// `version`: one filtering on all of them (2.10 and later, stream order kept), or one
+    /// per subject (2.9, which ignores `filter_subjects` and would deliver everything).
+    pub fn consumers_for(
+        version: (u64, u64, u64),
+        consumer: &str,
+        subjects: &[String],
+    ) -> Result<Vec<(String, Vec<String>)>, BusError> {
+        if version < MIN_NATS_VERSION {
+            return Err(BusError(format!(
+                "NATS {}.{}.{} is older than {}.{}.{}, the oldest oba supports",
+                version.0,
+                version.1,
+                version.2,
+                MIN_NATS_VERSION.0,
+                MIN_NATS_VERSION.1,
+                MIN_NATS_VERSION.2
+            )));
+        }
+        if version >= (2, 10, 0) || subjects.len() == 1 {
+            return Ok(vec![(consumer.to_owned(), subjects.to_vec())]);
+        }
+        Ok(subjects
+            .iter()
+            .map(|subject| {
+                let name = format!("{consumer}--{}", subject.replace(['.', '*', '>'], "_"));
+                (name, vec![subject.clone()])
+            })
+            .collect())
+    }
+
     async fn pull(
         jetstream: &async_nats::jetstream::Context,
         namespace: &str,
@@ -232,12 +306,17 @@ impl NatsBus {
     ) -> Result<(), BusError> {
         use async_nats::jetstream::consumer::{AckPolicy, pull};
         let stream = Self::stream(jetstream, namespace).await?;
+        let (filter_subject, filter_subjects) = match subjects {
+            [one] => (one.clone(), Vec::new()),
+            many => (String::new(), many.to_vec()),
+        };
         let consumer = stream
             .get_or_create_consumer(
                 consumer,
                 pull::Config {
                     durable_name: Some(consumer.to_owned()),
-                    filter_subjects: subjects.to_vec(),
+                    filter_subject,
+                    filter_subjects,
                     ack_policy: AckPolicy::Explicit,
                     // Unacked deliveries (a consumer that died mid-batch) come again after
                     // this; a slow handler seeing a redelivery is harmless (idempotent).
@@ -270,10 +349,14 @@ impl NatsBus {
 
 #[tonic::async_trait]
 impl EventBus for NatsBus {
-    async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
+    async fn publish(&self, subject: &str, id: &str, payload: Bytes) -> Result<(), BusError> {
         Self::stream(&self.jetstream, &self.namespace).await?;
+        // JetStream drops a message whose id it stored within its duplicate window (2 min):
+        // an event published again after a relay crashed before marking it sent.
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id);
         self.jetstream
-            .publish(subject.to_owned(), payload)
+            .publish_with_headers(subject.to_owned(), headers, payload)
             .await
             .map_err(|e| BusError(e.to_string()))?
             .await
@@ -292,14 +375,38 @@ impl EventBus for NatsBus {
             self.namespace.clone(),
             consumer.to_owned(),
         );
+        let client = self.client.clone();
         tokio::spawn(async move {
-            // Until the consumer goes away: pull, and on any failure wait and pull again.
-            while !tx.is_closed() {
-                if let Err(e) = Self::pull(&jetstream, &namespace, &consumer, &subjects, &tx).await
-                {
-                    tracing::warn!(consumer, error = %e, "event subscription interrupted; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+            // The server's version decides the consumers; it is known once connected.
+            let version = loop {
+                if let Some(version) = server_version(&client) {
+                    break version;
                 }
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            let consumers = match Self::consumers_for(version, &consumer, &subjects) {
+                Ok(consumers) => consumers,
+                Err(e) => {
+                    tracing::error!(consumer, error = %e, "cannot consume events");
+                    return;
+                }
+            };
+            for (name, subjects) in consumers {
+                let (jetstream, namespace, tx) = (jetstream.clone(), namespace.clone(), tx.clone());
+                tokio::spawn(async move {
+                    // Until the consumer goes away: pull, and on any failure wait and pull again.
+                    while !tx.is_closed() {
+                        if let Err(e) =
+                            Self::pull(&jetstream, &namespace, &name, &subjects, &tx).await
+                        {
+                            tracing::warn!(consumer = name, error = %e, "event subscription interrupted; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                });
             }
         });
         rx
@@ -307,6 +414,35 @@ impl EventBus for NatsBus {
 
     fn is_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    async fn announce(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
+        self.client
+            .publish(subject.to_owned(), payload)
+            .await
+            .map_err(|e| BusError(e.to_string()))
+    }
+
+    fn listen(&self, subject: &str) -> mpsc::UnboundedReceiver<Bytes> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (client, subject) = (self.client.clone(), subject.to_owned());
+        tokio::spawn(async move {
+            // Core NATS: the client subscribes again by itself after a reconnect.
+            while !tx.is_closed() {
+                match client.subscribe(subject.clone()).await {
+                    Ok(mut messages) => {
+                        while let Some(message) = messages.next().await {
+                            if tx.send(message.payload).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(subject, error = %e, "cannot listen; retrying"),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        rx
     }
 }
 
@@ -329,6 +465,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn on_nats_2_9_each_subject_gets_its_own_consumer() {
+        let subjects = vec!["oba.post.liked".to_owned(), "oba.user.*".to_owned()];
+        assert_eq!(parse_version("2.9.10"), Some((2, 9, 10)));
+        assert_eq!(parse_version("v2.10.1-beta"), Some((2, 10, 1)));
+        assert_eq!(parse_version(""), None);
+        let old = NatsBus::consumers_for((2, 9, 10), "notify", &subjects).expect("2.9");
+        assert_eq!(
+            old,
+            vec![
+                (
+                    "notify--oba_post_liked".to_owned(),
+                    vec![subjects[0].clone()]
+                ),
+                ("notify--oba_user__".to_owned(), vec![subjects[1].clone()]),
+            ]
+        );
+        let new = NatsBus::consumers_for((2, 10, 0), "notify", &subjects).expect("2.10");
+        assert_eq!(new, vec![("notify".to_owned(), subjects.clone())]);
+        let refused = NatsBus::consumers_for((2, 8, 4), "notify", &subjects).expect_err("2.8");
+        assert!(
+            refused.to_string().contains("2.8.4 is older than 2.9.0"),
+            "{refused}"
+        );
+    }
+
+    #[test]
     fn subjects_match_like_nats() {
         assert!(subject_matches("oba.post.*", "oba.post.created"));
         assert!(subject_matches("oba.>", "oba.post.created"));
@@ -343,7 +505,7 @@ mod tests {
         let bus = InProcessBus::default();
         let mut posts = bus.subscribe("rank", vec!["oba.post.*".into()]);
         let mut users = bus.subscribe("other", vec!["oba.user.*".into()]);
-        bus.publish("oba.post.liked", Bytes::from_static(b"x"))
+        bus.publish("oba.post.liked", "id-1", Bytes::from_static(b"x"))
             .await
             .expect("publish");
         let first = posts.recv().await.expect("delivered");
@@ -353,5 +515,18 @@ mod tests {
         assert!(again.redelivered);
         assert_eq!(again.payload, Bytes::from_static(b"x"));
         assert!(users.try_recv().is_err(), "not subscribed to posts");
+    }
+
+    #[tokio::test]
+    async fn in_process_announcements_reach_every_listener_of_the_subject() {
+        let bus = InProcessBus::default();
+        let (mut a, mut b) = (bus.listen("live"), bus.listen("live"));
+        let mut other = bus.listen("elsewhere");
+        bus.announce("live", Bytes::from_static(b"n1"))
+            .await
+            .expect("announce");
+        assert_eq!(a.recv().await.as_deref(), Some(&b"n1"[..]));
+        assert_eq!(b.recv().await.as_deref(), Some(&b"n1"[..]));
+        assert!(other.try_recv().is_err());
     }
 }

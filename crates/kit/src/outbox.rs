@@ -2,6 +2,13 @@
 //! transaction as the state change it reports, and a relay publishes pending rows in order
 //! and marks them sent. A write therefore never succeeds without its event, and a bus that
 //! is down only delays events: they wait in the table until it is back.
+//!
+//! With N replicas of a service, N relays share one outbox, and each row is still published
+//! once, in order: on PostgreSQL a relay publishes a batch only while holding a
+//! transaction-scoped advisory lock (the others skip that round), and the batch is marked
+//! sent in the same transaction. A relay that dies after publishing but before committing
+//! leaves its rows to be published again; the bus drops those repeats by event id
+//! (JetStream's `Nats-Msg-Id` duplicate window). SQLite has one process, so no lock.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +21,7 @@ use prost::Message;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use sea_orm_migration::async_trait;
 use sea_orm_migration::prelude::{ColumnDef, Index, SchemaManager, Table};
@@ -150,6 +157,25 @@ impl Outbox {
     }
 }
 
+/// Takes the right to publish this database's outbox until the transaction ends; false
+/// when another relay (a replica's) holds it. PostgreSQL only: SQLite has one process.
+async fn claim_outbox(txn: &sea_orm::DatabaseTransaction) -> Result<bool, DbErr> {
+    use sea_orm::{DbBackend, Statement};
+    /// The advisory lock key of the outbox (each service has a database of its own).
+    const OUTBOX_LOCK: i64 = 0x6f62_615f_6f75_7462; // "oba_outb"
+    if txn.get_database_backend() != DbBackend::Postgres {
+        return Ok(true);
+    }
+    let row = txn
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_try_advisory_xact_lock($1) AS claimed",
+            [OUTBOX_LOCK.into()],
+        ))
+        .await?;
+    Ok(row.is_some_and(|row| row.try_get::<bool>("", "claimed").unwrap_or(false)))
+}
+
 /// Outbox and event metrics of one service.
 #[derive(Clone, Default)]
 struct OutboxMetrics {
@@ -229,39 +255,61 @@ impl Relay {
         }
     }
 
-    /// Publishes pending rows oldest first, marking each sent; stops at the first failure
-    /// so that order is kept.
+    /// Publishes pending rows oldest first, a batch per transaction, marking each sent; stops
+    /// at the first failure so that order is kept.
     async fn publish_pending(&self) -> Result<(), String> {
-        loop {
-            let rows = OutboxRows::find()
-                .filter(Column::PublishedAt.is_null())
-                .order_by_asc(Column::Id)
-                .limit(BATCH)
-                .all(&self.db)
+        while self.publish_batch().await.map_err(|e| e.to_string())? {}
+        Ok(())
+    }
+
+    /// Publishes one batch; false when there was nothing to publish (or another replica's
+    /// relay is publishing).
+    async fn publish_batch(&self) -> Result<bool, String> {
+        let txn = self.db.begin().await.map_err(|e| e.to_string())?;
+        if !claim_outbox(&txn).await.map_err(|e| e.to_string())? {
+            return Ok(false);
+        }
+        let rows = OutboxRows::find()
+            .filter(Column::PublishedAt.is_null())
+            .order_by_asc(Column::Id)
+            .limit(BATCH)
+            .all(&txn)
+            .await
+            .map_err(|e| e.to_string())?;
+        if rows.is_empty() {
+            return Ok(false);
+        }
+        let mut published = Vec::new();
+        let mut failure = None;
+        for row in rows {
+            let subject = format!("{}.{}", self.namespace, row.event_type);
+            if let Err(e) = self
+                .bus
+                .publish(&subject, &row.id.to_string(), row.envelope.into())
+                .await
+            {
+                failure = Some(e.to_string());
+                break;
+            }
+            OutboxRows::update_many()
+                .col_expr(Column::PublishedAt, Expr::value(Utc::now()))
+                .filter(Column::Id.eq(row.id))
+                .exec(&txn)
                 .await
                 .map_err(|e| e.to_string())?;
-            if rows.is_empty() {
-                return Ok(());
-            }
-            for row in rows {
-                let subject = format!("{}.{}", self.namespace, row.event_type);
-                self.bus
-                    .publish(&subject, row.envelope.into())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                OutboxRows::update_many()
-                    .col_expr(Column::PublishedAt, Expr::value(Utc::now()))
-                    .filter(Column::Id.eq(row.id))
-                    .exec(&self.db)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                self.metrics
-                    .published
-                    .get_or_create(&EventTypeLabel {
-                        event_type: row.event_type,
-                    })
-                    .inc();
-            }
+            published.push(row.event_type);
+        }
+        // What was published is marked sent even when the bus failed midway.
+        txn.commit().await.map_err(|e| e.to_string())?;
+        for event_type in published {
+            self.metrics
+                .published
+                .get_or_create(&EventTypeLabel { event_type })
+                .inc();
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(true),
         }
     }
 

@@ -19,11 +19,12 @@ use crate::storage::{self, Notification};
 
 pub struct NotificationGrpc {
     db: DatabaseConnection,
-    live: broadcast::Sender<Notification>,
+    /// New notifications of every recipient, as announced by whichever replica made them.
+    live: broadcast::Sender<pb::Notification>,
 }
 
 impl NotificationGrpc {
-    pub fn new(db: DatabaseConnection, live: broadcast::Sender<Notification>) -> Self {
+    pub fn new(db: DatabaseConnection, live: broadcast::Sender<pb::Notification>) -> Self {
         Self { db, live }
     }
 }
@@ -75,18 +76,21 @@ impl NotificationService for NotificationGrpc {
         &self,
         request: Request<pb::WatchNotificationsRequest>,
     ) -> Result<Response<NotificationStream>, Status> {
-        let recipient = Caller::of(&request).user()?.user_id;
+        let recipient = Caller::of(&request).user()?.user_id.to_string();
         let receiver = self.live.subscribe();
-        let stream = futures::stream::unfold(receiver, move |mut receiver| async move {
-            loop {
-                match receiver.recv().await {
-                    Ok(n) if n.recipient_id == recipient => {
-                        return Some((Ok(message(n)), receiver));
+        let stream = futures::stream::unfold(receiver, move |mut receiver| {
+            let recipient = recipient.clone();
+            async move {
+                loop {
+                    match receiver.recv().await {
+                        Ok(n) if n.recipient_id == recipient => {
+                            return Some((Ok(n), receiver));
+                        }
+                        Ok(_) => {}
+                        // A slow watcher skipped some; the list query still has them.
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return None,
                     }
-                    Ok(_) => {}
-                    // A slow watcher skipped some; the list query still has them.
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return None,
                 }
             }
         });
@@ -94,7 +98,8 @@ impl NotificationService for NotificationGrpc {
     }
 }
 
-fn message(n: Notification) -> pb::Notification {
+/// A stored notification as the contract's message.
+pub fn message(n: Notification) -> pb::Notification {
     let kind = match Kind::parse(&n.kind) {
         Some(Kind::Followed) => pb::Kind::Followed,
         Some(Kind::Commented) => pb::Kind::Commented,

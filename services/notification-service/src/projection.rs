@@ -6,7 +6,7 @@ use oba_kit::error::{parse_id, parse_optional_id};
 use oba_proto::event::v1::{CommentChanged, Envelope, PostChanged, PostLiked, UserFollowed};
 use prost::Message;
 use sea_orm::DatabaseTransaction;
-use tokio::sync::broadcast;
+use tokio::sync::mpsc;
 
 use crate::domain::{Kind, NewNotification, about_someone_else};
 use crate::storage::{self, Notification};
@@ -26,8 +26,9 @@ pub fn subjects(namespace: &str) -> Vec<String> {
 }
 
 pub struct NotificationProjection {
-    /// New notifications, for live watchers; sent only after they are committed.
-    pub live: broadcast::Sender<Notification>,
+    /// New notifications, to announce to every replica's live watchers; sent only after
+    /// they are committed, in the order they were made.
+    pub announce: mpsc::UnboundedSender<Notification>,
 }
 
 fn decode<M: Message + Default>(event: &Envelope) -> Result<M, ServiceError> {
@@ -107,8 +108,8 @@ impl Projection for NotificationProjection {
 
     fn committed(&self, applied: Vec<Notification>) {
         for notification in applied {
-            // No watcher listening is fine: the notification is stored either way.
-            let _ = self.live.send(notification);
+            // Announcing is best effort: the notification is stored either way.
+            let _ = self.announce.send(notification);
         }
     }
 }

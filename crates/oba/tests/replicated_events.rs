@@ -1,0 +1,199 @@
+//! Events with N replicas, on the real NATS JetStream and PostgreSQL of this machine: two
+//! relays sharing one outbox publish each row once, a publish repeated after a crash is
+//! dropped by event id, and a consumer receives only its own subjects, whatever the server
+//! version (NATS 2.9 ignores `filter_subjects`).
+
+#![cfg_attr(not(oba_test_postgres), allow(dead_code, unused_imports))]
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use oba_kit::bus::{Bus, EventBus, NatsBus};
+use oba_kit::config::Setting;
+use oba_kit::db::{self, DbConfig};
+use oba_kit::metrics::Metrics;
+use oba_kit::outbox::{CreateOutbox, Outbox, Relay};
+use oba_kit::shutdown::CancellationToken;
+use sea_orm_migration::{MigrationTrait, MigratorTrait};
+
+struct OutboxOnly;
+
+impl MigratorTrait for OutboxOnly {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(CreateOutbox)]
+    }
+}
+
+fn nats_url() -> String {
+    std::env::var("OBA_TEST_NATS_URL").expect("OBA_TEST_NATS_URL")
+}
+
+fn unique(prefix: &str) -> String {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    format!("{prefix}{}", &id[id.len() - 10..])
+}
+
+async fn stream_messages(namespace: &str) -> u64 {
+    let client = async_nats::connect(nats_url()).await.expect("nats");
+    let jetstream = async_nats::jetstream::new(client);
+    let mut stream = jetstream.get_stream(namespace).await.expect("stream");
+    stream.info().await.expect("info").state.messages
+}
+
+async fn delete_stream(namespace: &str) {
+    let client = async_nats::connect(nats_url()).await.expect("nats");
+    let _ = async_nats::jetstream::new(client)
+        .delete_stream(namespace)
+        .await;
+}
+
+async fn bus(namespace: &str) -> Bus {
+    std::sync::Arc::new(
+        NatsBus::connect(&Setting::new("OBA_BUS_URL", nats_url()), namespace)
+            .await
+            .expect("bus"),
+    )
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(oba_test_postgres),
+    ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
+)]
+async fn two_relays_on_one_outbox_publish_each_event_once() {
+    let admin = std::env::var("OBA_TEST_DATABASE_URL").expect("OBA_TEST_DATABASE_URL");
+    let server = admin.rsplit_once('/').map_or(admin.as_str(), |(s, _)| s);
+    let name = unique("oba_relay_");
+    let config = DbConfig {
+        url: Setting::new("OBA_DATABASE_URL", format!("{server}/{name}")),
+        max_connections: 5,
+        connect_timeout: Duration::from_secs(5),
+    };
+    db::create_if_missing(&config).await.expect("database");
+    let writer = db::connect_and_migrate::<OutboxOnly>(&config)
+        .await
+        .expect("migrate");
+    let outbox = Outbox::default();
+    const EVENTS: usize = 300;
+    for _ in 0..EVENTS {
+        let event = oba_proto::event::v1::PostViewed {
+            post_id: uuid::Uuid::now_v7().to_string(),
+        };
+        outbox
+            .enqueue(&writer, "post.viewed", &event.post_id, &event)
+            .await
+            .expect("enqueue");
+    }
+
+    // Two replicas: each its own connection pool and relay, one outbox table.
+    let namespace = unique("relay");
+    let shutdown = CancellationToken::new();
+    let mut relays = Vec::new();
+    for replica in ["a", "b"] {
+        let db = db::connect_and_migrate::<OutboxOnly>(&config)
+            .await
+            .expect("connect");
+        let relay = Relay::new(
+            db,
+            bus(&namespace).await,
+            &namespace,
+            Outbox::default(),
+            &Metrics::new(replica),
+        );
+        relays.push(tokio::spawn(relay.run(shutdown.clone())));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stream_messages_or_zero(&namespace).await < EVENTS as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Both relays keep running a while: nothing more may appear.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(stream_messages(&namespace).await, EVENTS as u64);
+
+    // A relay that crashed after publishing but before marking the row sent publishes the
+    // same event again: the stream drops it by its id.
+    let row = {
+        use sea_orm::{EntityTrait, QueryOrder};
+        oba_kit::outbox::entity::Entity::find()
+            .order_by_asc(oba_kit::outbox::entity::Column::Id)
+            .one(&writer)
+            .await
+            .expect("query")
+            .expect("a row")
+    };
+    bus(&namespace)
+        .await
+        .publish(
+            &format!("{namespace}.post.viewed"),
+            &row.id.to_string(),
+            Bytes::from(row.envelope),
+        )
+        .await
+        .expect("publish again");
+    assert_eq!(stream_messages(&namespace).await, EVENTS as u64);
+
+    shutdown.cancel();
+    for relay in relays {
+        relay.await.expect("relay stops");
+    }
+    writer.close().await.expect("close");
+    delete_stream(&namespace).await;
+    drop_database(&admin, &name).await;
+}
+
+async fn stream_messages_or_zero(namespace: &str) -> u64 {
+    let client = async_nats::connect(nats_url()).await.expect("nats");
+    let jetstream = async_nats::jetstream::new(client);
+    match jetstream.get_stream(namespace).await {
+        Ok(mut stream) => stream.info().await.map_or(0, |i| i.state.messages),
+        Err(_) => 0,
+    }
+}
+
+async fn drop_database(admin: &str, name: &str) {
+    use sea_orm::sqlx::Connection;
+    let mut connection = sea_orm::sqlx::PgConnection::connect(admin)
+        .await
+        .expect("admin");
+    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+    sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(sql))
+        .execute(&mut connection)
+        .await
+        .expect("drop");
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(oba_test_postgres),
+    ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
+)]
+async fn a_consumer_receives_only_its_subjects() {
+    let namespace = unique("filter");
+    let bus = bus(&namespace).await;
+    let wanted = [
+        format!("{namespace}.post.liked"),
+        format!("{namespace}.user.followed"),
+    ];
+    let mut deliveries = bus.subscribe("notify", wanted.to_vec());
+    // The consumers exist once the bus has connected and made them; give it a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for event in ["post.liked", "post.viewed", "user.followed", "post.unliked"] {
+        bus.publish(
+            &format!("{namespace}.{event}"),
+            &uuid::Uuid::now_v7().to_string(),
+            Bytes::from_static(b"x"),
+        )
+        .await
+        .expect("publish");
+    }
+    let mut received = BTreeSet::new();
+    while let Ok(Some(delivery)) =
+        tokio::time::timeout(Duration::from_secs(3), deliveries.recv()).await
+    {
+        received.insert(delivery.subject.clone());
+        delivery.ack().await.expect("ack");
+    }
+    assert_eq!(received, wanted.into_iter().collect::<BTreeSet<_>>());
+    delete_stream(&namespace).await;
+}
