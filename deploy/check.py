@@ -106,6 +106,10 @@ def main():
                 svc = by_kind.get("Service", {}).get(name)
                 check(svc is not None and svc["spec"]["ports"][0]["port"] == 8080,
                       f"{overlay}: Service {name} on 8080")
+                # gRPC peers are headless: their names resolve to every pod, for client-side
+                # balancing; only the edge (behind the ingress) keeps a virtual IP.
+                if svc is not None and name != "blog-aggregator":
+                    check(svc["spec"].get("clusterIP") == "None", f"{overlay}: Service {name} is headless")
                 sc = c.get("securityContext", {})
                 check(sc.get("readOnlyRootFilesystem") is True and pod["securityContext"].get("runAsNonRoot") is True,
                       f"{overlay}: {name} non-root, read-only root filesystem")

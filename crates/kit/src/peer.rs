@@ -22,27 +22,172 @@ use crate::error::{ErrorCode, ServiceError};
 use crate::metrics::Metrics;
 use crate::trace;
 
+/// The longest any call may take, whatever its caller's budget.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a balanced peer's name is resolved again and its addresses health-checked.
+pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(2);
+
 /// A lazily connected channel to a peer service; calls fail fast with UNAVAILABLE while the
 /// peer is down instead of hanging, and succeed again once it is back. Every call on it has
-/// a deadline.
+/// a deadline. See [`PeerTargets`] for how a URL with several addresses is balanced.
 pub fn peer_channel(url: &Setting<String>) -> Result<Channel, ConfigError> {
-    Ok(peer_endpoint(url)?
-        .timeout(Duration::from_secs(10))
-        .connect_lazy())
+    PeerTargets::parse(url)?.channel(Some(CALL_TIMEOUT))
 }
 
 /// As [`peer_channel`], without a per-request timeout: for server streams that stay open.
 /// Kept apart from the unary channel, so that many open streams never delay a unary call.
 pub fn peer_channel_for_streams(url: &Setting<String>) -> Result<Channel, ConfigError> {
-    Ok(peer_endpoint(url)?.connect_lazy())
+    PeerTargets::parse(url)?.channel(None)
 }
 
-fn peer_endpoint(url: &Setting<String>) -> Result<Endpoint, ConfigError> {
-    Ok(Endpoint::from_shared(url.value.clone())
-        .map_err(|e| url.problem(format!("not a valid URL: {e}")))?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30)))
+/// Where a peer is: `http://10.0.0.7:8080` (one address), `http://post-service:8080` (every
+/// address the name resolves to: a Kubernetes headless Service has one per ready pod), or
+/// `http://a:8080,b:8080` (each listed address, each resolved).
+///
+/// One IP address is one lazily connected HTTP/2 connection. Anything else is balanced on
+/// the client, because one long-lived HTTP/2 connection behind a Kubernetes ClusterIP
+/// sticks to one pod: tonic balances calls over a connection per address (power of two
+/// choices), and a task resolves the names again every [`RESOLVE_INTERVAL`] and
+/// health-checks each address (gRPC health protocol), adding new and recovered addresses
+/// and ejecting gone and failing ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerTargets {
+    scheme: String,
+    /// `host:port` entries.
+    entries: Vec<String>,
+}
+
+impl PeerTargets {
+    pub fn parse(url: &Setting<String>) -> Result<Self, ConfigError> {
+        let (scheme, rest) = url
+            .value
+            .split_once("://")
+            .filter(|(scheme, _)| matches!(*scheme, "http" | "https"))
+            .ok_or_else(|| url.problem("not a valid URL: expected http://host:port"))?;
+        let authority = rest.split('/').next().unwrap_or_default();
+        let entries: Vec<String> = authority
+            .split(',')
+            .map(str::trim)
+            .map(str::to_owned)
+            .collect();
+        for entry in &entries {
+            let port = entry.rsplit_once(':').map(|(_, p)| p);
+            if entry.is_empty() || port.is_none_or(|p| p.parse::<u16>().is_err()) {
+                return Err(url.problem(format!("{entry:?} is not host:port")));
+            }
+        }
+        Ok(Self {
+            scheme: scheme.to_owned(),
+            entries,
+        })
+    }
+
+    /// The one address of a single-IP URL; None when the URL is to be balanced.
+    fn single_address(&self) -> Option<std::net::SocketAddr> {
+        match self.entries.as_slice() {
+            [one] => one.parse().ok(),
+            _ => None,
+        }
+    }
+
+    fn endpoint(&self, authority: &str, timeout: Option<Duration>) -> Result<Endpoint, String> {
+        let endpoint = Endpoint::from_shared(format!("{}://{authority}", self.scheme))
+            .map_err(|e| format!("not a valid URL: {e}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30));
+        Ok(match timeout {
+            Some(timeout) => endpoint.timeout(timeout),
+            None => endpoint,
+        })
+    }
+
+    fn channel(self, timeout: Option<Duration>) -> Result<Channel, ConfigError> {
+        if let Some(addr) = self.single_address() {
+            let endpoint = self
+                .endpoint(&addr.to_string(), timeout)
+                .map_err(|e| ConfigError::single("peer URL", e))?;
+            return Ok(endpoint.connect_lazy());
+        }
+        let (channel, changes) = Channel::balance_channel(64);
+        tokio::spawn(self.discover(changes, timeout));
+        Ok(channel)
+    }
+
+    /// Every address the entries resolve to now (an entry that does not resolve adds none).
+    pub async fn resolve(&self) -> std::collections::BTreeSet<std::net::SocketAddr> {
+        let lookups = self
+            .entries
+            .iter()
+            .map(|entry| tokio::net::lookup_host(entry.clone()));
+        futures::future::join_all(lookups)
+            .await
+            .into_iter()
+            .filter_map(Result::ok)
+            .flatten()
+            .collect()
+    }
+
+    /// Keeps the balanced channel's addresses current until the channel is dropped.
+    async fn discover(
+        self,
+        changes: tokio::sync::mpsc::Sender<
+            tonic::transport::channel::Change<std::net::SocketAddr, Endpoint>,
+        >,
+        timeout: Option<Duration>,
+    ) {
+        use std::collections::{BTreeSet, HashMap};
+        use tonic::transport::channel::Change;
+        let mut in_use: BTreeSet<std::net::SocketAddr> = BTreeSet::new();
+        let mut probes: HashMap<std::net::SocketAddr, Channel> = HashMap::new();
+        while !changes.is_closed() {
+            let resolved = self.resolve().await;
+            probes.retain(|addr, _| resolved.contains(addr));
+            for addr in &resolved {
+                if !probes.contains_key(addr)
+                    && let Ok(endpoint) = self.endpoint(&addr.to_string(), None)
+                {
+                    probes.insert(*addr, endpoint.connect_lazy());
+                }
+            }
+            let checks = probes.iter().map(|(addr, channel)| {
+                let channel = channel.clone();
+                async move { (*addr, is_serving(channel).await) }
+            });
+            let healthy: BTreeSet<_> = futures::future::join_all(checks)
+                .await
+                .into_iter()
+                .filter_map(|(addr, serving)| serving.then_some(addr))
+                .collect();
+            for addr in healthy.difference(&in_use) {
+                if let Ok(endpoint) = self.endpoint(&addr.to_string(), timeout) {
+                    tracing::info!(peer = ?self.entries, %addr, "peer address in use");
+                    let _ = changes.send(Change::Insert(*addr, endpoint)).await;
+                }
+            }
+            for addr in in_use.difference(&healthy) {
+                tracing::warn!(peer = ?self.entries, %addr, "peer address ejected: gone or failing");
+                let _ = changes.send(Change::Remove(*addr)).await;
+            }
+            in_use = healthy;
+            tokio::time::sleep(RESOLVE_INTERVAL).await;
+        }
+    }
+}
+
+/// Whether the service at `channel` answers the gRPC health check as serving, within 1 s.
+async fn is_serving(channel: Channel) -> bool {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut client = HealthClient::new(channel);
+    let check = client.check(HealthCheckRequest {
+        service: String::new(),
+    });
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), check).await,
+        Ok(Ok(reply)) if reply.get_ref().status() == ServingStatus::Serving
+    )
 }
 
 /// Adds the credential (`authorization`), the current `traceparent` and the deadline
@@ -145,6 +290,55 @@ impl PostDirectory {
             .next()
             .ok_or(ServiceError::NotFound("post"))?;
         crate::error::parse_id("author_id", &post.author_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn targets(url: &str) -> Result<PeerTargets, ConfigError> {
+        PeerTargets::parse(&Setting::new("OBA_POST_SERVICE_URL", url.to_owned()))
+    }
+
+    #[test]
+    fn a_peer_url_names_one_address_a_host_or_a_list() {
+        let one = targets("http://127.0.0.1:8082").expect("one");
+        assert_eq!(one.single_address(), Some(([127, 0, 0, 1], 8082).into()));
+        let name = targets("http://post-service:8080").expect("name");
+        assert_eq!(name.single_address(), None);
+        let list = targets("http://127.0.0.1:9001, 127.0.0.2:9001/").expect("list");
+        assert_eq!(list.entries, ["127.0.0.1:9001", "127.0.0.2:9001"]);
+        for bad in [
+            "post-service:8080",
+            "ftp://x:1",
+            "http://x",
+            "http://a:1,,b:2",
+        ] {
+            assert!(targets(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn names_resolve_through_the_system_resolver() {
+        // The path a Kubernetes headless Service name takes: the system's resolver.
+        let resolved = targets("http://localhost:8080,127.0.0.2:8080")
+            .expect("targets")
+            .resolve()
+            .await;
+        assert!(
+            resolved.contains(&([127, 0, 0, 1], 8080).into()),
+            "{resolved:?}"
+        );
+        assert!(
+            resolved.contains(&([127, 0, 0, 2], 8080).into()),
+            "{resolved:?}"
+        );
+        let nothing = targets("http://no-such-host.invalid:80")
+            .expect("targets")
+            .resolve()
+            .await;
+        assert!(nothing.is_empty());
     }
 }
 

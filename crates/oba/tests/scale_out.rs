@@ -1,12 +1,16 @@
-//! Replicas: a second notification-service and a second edge beside the first ones, in
-//! production mode (processes on PostgreSQL and NATS JetStream). A live watcher is served
-//! whichever replica projected its notifications, and any edge serves any request.
+//! Replicas beside the first ones, in production mode (processes on PostgreSQL and NATS
+//! JetStream): reads spread over two post-service replicas and skip a dead one; a live
+//! watcher is served whichever notification-service replica projected its notifications;
+//! any edge serves any request.
 
 #![cfg_attr(not(oba_test_postgres), allow(dead_code, unused_imports))]
 
 mod support;
 
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use futures::StreamExt;
 
 use oba::Service;
 use serde_json::{Value, json};
@@ -135,4 +139,102 @@ async fn a_watcher_on_one_edge_gets_every_notification_made_through_another() {
             Some(FOLLOWERS)
         );
     }
+}
+
+/// ListPosts calls the post-service replica at `addr` has served.
+async fn list_calls(app: &TestSystem, addr: SocketAddr) -> u64 {
+    let text = app
+        .http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .filter(|l| l.starts_with("oba_grpc_requests_total{") && l.contains("/ListPosts\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// `n` list reads through the edge at `base`, 8 at a time; how many did not answer 200.
+async fn read_lists(app: &TestSystem, base: &str, n: usize) -> usize {
+    futures::stream::iter(0..n)
+        .map(|_| {
+            let request = app.http.get(format!("{base}/api/articles?limit=5")).send();
+            async move { request.await.map(|r| r.status().as_u16()).unwrap_or(0) }
+        })
+        .buffer_unordered(8)
+        .filter(|status| std::future::ready(*status != 200))
+        .count()
+        .await
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(oba_test_postgres),
+    ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
+)]
+async fn reads_spread_over_replicas_and_skip_a_dead_one() {
+    let mut app = TestSystem::start_production().await;
+    let (alice, _) = app.register("alice").await;
+    app.create_post(&alice, "Spread", &[]).await;
+    let first = app.addr(Service::PostService);
+    let second = app
+        .processes()
+        .start_replica(
+            Service::PostService,
+            &[("OBA_LISTEN_ADDR", "127.0.0.2:0".to_owned())],
+        )
+        .await;
+    // An edge that knows post-service by both addresses (as a headless Service's name
+    // resolves to every pod).
+    let edge = app
+        .processes()
+        .start_replica(
+            Service::BlogAggregator,
+            &[("OBA_POST_SERVICE_URL", format!("http://{first},{second}"))],
+        )
+        .await;
+    let edge = format!("http://{edge}");
+    let settle = oba_kit::peer::RESOLVE_INTERVAL * 2 + Duration::from_secs(1);
+    tokio::time::sleep(settle).await;
+
+    let before = (
+        list_calls(&app, first).await,
+        list_calls(&app, second).await,
+    );
+    assert_eq!(read_lists(&app, &edge, 1000).await, 0);
+    let served = (
+        list_calls(&app, first).await - before.0,
+        list_calls(&app, second).await - before.1,
+    );
+    let total = served.0 + served.1;
+    assert!(total >= 1000, "{served:?}");
+    assert!(
+        served.0 * 10 >= total * 3 && served.1 * 10 >= total * 3,
+        "each replica serves at least 30 %: {served:?}"
+    );
+
+    // One replica dies: once it is ejected, no read fails.
+    app.processes().kill_replica(second).await;
+    tokio::time::sleep(settle).await;
+    assert_eq!(read_lists(&app, &edge, 200).await, 0);
+
+    // Back on its address: traffic returns to it within the re-resolve interval.
+    let restarted = app
+        .processes()
+        .start_replica(
+            Service::PostService,
+            &[("OBA_LISTEN_ADDR", second.to_string())],
+        )
+        .await;
+    assert_eq!(restarted, second);
+    tokio::time::sleep(settle).await;
+    assert_eq!(read_lists(&app, &edge, 300).await, 0);
+    assert!(
+        list_calls(&app, second).await >= 60,
+        "the restarted replica gets its share again"
+    );
 }

@@ -22,8 +22,8 @@ const DATABASES: [(Service, &str); 2] = [
 
 pub struct Processes {
     children: BTreeMap<Service, Child>,
-    /// Further replicas started by [`Processes::start_replica`].
-    replicas: Vec<Child>,
+    /// Further replicas started by [`Processes::start_replica`], by address.
+    replicas: BTreeMap<SocketAddr, Child>,
     addrs: BTreeMap<Service, SocketAddr>,
     env: Vec<(String, String)>,
     database_urls: BTreeMap<Service, String>,
@@ -93,7 +93,7 @@ impl Processes {
             .map_or_else(|| bus_url.clone(), |p| format!("nats://{}", p.addr));
         let mut processes = Self {
             children: BTreeMap::new(),
-            replicas: Vec::new(),
+            replicas: BTreeMap::new(),
             addrs: BTreeMap::new(),
             env: vec![
                 (
@@ -199,8 +199,15 @@ impl Processes {
         overrides: &[(&str, String)],
     ) -> SocketAddr {
         let (addr, child) = self.launch(service, None, overrides).await;
-        self.replicas.push(child);
+        self.replicas.insert(addr, child);
         addr
+    }
+
+    /// Kills the replica at `addr` with SIGKILL.
+    pub async fn kill_replica(&mut self, addr: SocketAddr) {
+        if let Some(mut child) = self.replicas.remove(&addr) {
+            child.kill().await.expect("kill");
+        }
     }
 
     async fn launch(
@@ -314,7 +321,7 @@ impl Processes {
 
 impl Drop for Processes {
     fn drop(&mut self) {
-        for child in self.children.values_mut().chain(self.replicas.iter_mut()) {
+        for child in self.children.values_mut().chain(self.replicas.values_mut()) {
             let _ = child.start_kill();
         }
         let names: Vec<String> = self
