@@ -192,6 +192,16 @@ fn decode<C: serde::de::DeserializeOwned>(
         })
 }
 
+/// The token of an `Authorization` value `<scheme> <token>`, for one of `schemes`.
+pub fn token_of<'a>(value: &'a str, schemes: &[&str]) -> Result<&'a str, TokenError> {
+    schemes
+        .iter()
+        .find_map(|scheme| value.strip_prefix(scheme)?.strip_prefix(' '))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .ok_or(TokenError::Invalid)
+}
+
 /// Who calls a service, as the request's verified credential proves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
@@ -213,10 +223,7 @@ impl Caller {
         let Some(value) = value else {
             return Ok(Self::Anonymous);
         };
-        let token = value
-            .strip_prefix("Bearer ")
-            .ok_or(TokenError::Invalid)?
-            .trim();
+        let token = token_of(value, &["Bearer"])?;
         match verifier.verify(token) {
             Ok(claims) => Ok(Self::User(Actor::from_claims(&claims))),
             Err(TokenError::Expired) => Err(TokenError::Expired),

@@ -50,6 +50,23 @@ impl BackendsConfig {
     }
 }
 
+/// [`BackendsConfig`] plus post-service's address, for the services that ask post-service
+/// about the posts they are called about (`OBA_POST_SERVICE_URL`).
+#[derive(Debug, Clone)]
+pub struct PostReaderConfig {
+    pub backends: BackendsConfig,
+    pub post_service: Setting<String>,
+}
+
+impl PostReaderConfig {
+    pub fn from_env(env: &mut Env) -> Self {
+        Self {
+            backends: BackendsConfig::from_env(env),
+            post_service: env.required("OBA_POST_SERVICE_URL"),
+        }
+    }
+}
+
 /// A service's connected database and bus.
 #[derive(Clone)]
 pub struct Backends {

@@ -316,15 +316,7 @@ async fn unknown_paths_are_404_and_never_become_metric_labels(app: TestSystem) {
             .expect_err("no such method");
         assert_eq!(status.code(), tonic::Code::Unimplemented);
     }
-    let metrics = app
-        .http
-        .get(format!("{post_service}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics(&post_service).await;
     let methods: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("oba_grpc_requests_total{"))

@@ -84,15 +84,9 @@ async fn until_whole(
     query: &str,
     within: Duration,
 ) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let body = app.gql(token, query, json!({})).await;
-        if body.get("errors").is_none() {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "never healed: {body}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let body = app.eventually_ok(token, query, within).await;
+    assert!(body.get("errors").is_none(), "never healed: {body}");
+    body
 }
 
 #[tokio::test]
@@ -226,15 +220,7 @@ async fn a_hung_like_service_is_failed_fast_and_heals() {
         .cloned()
         .expect("like-service");
     assert_eq!(like_service["breakerOpen"], true);
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics(&app.url).await;
     assert!(
         metrics
             .lines()

@@ -14,23 +14,6 @@ use support::{TestSystem, error_code};
 const POSTS: &str = "{ posts { edges { node { slug author { username } } } } }";
 const ME: &str = "{ me { username } }";
 
-/// Runs `query` until it succeeds or `within` passes; returns the last body.
-async fn eventually_ok(
-    app: &TestSystem,
-    token: Option<&str>,
-    query: &str,
-    within: Duration,
-) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let body = app.gql(token, query, json!({})).await;
-        if body.get("errors").is_none() || Instant::now() > deadline {
-            return body;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Runs `query` with a deadline, so that a hang fails the test instead of stalling it.
 async fn answered_within(
     app: &TestSystem,
@@ -73,7 +56,9 @@ async fn a_stopped_service_fails_fast_with_unavailable_and_recovers_when_back() 
     );
 
     app.processes().start_service(Service::PostService).await;
-    let back = eventually_ok(&app, None, POSTS, Duration::from_secs(10)).await;
+    let back = app
+        .eventually_ok(None, POSTS, Duration::from_secs(10))
+        .await;
     assert!(
         back.get("errors").is_none(),
         "post-service did not recover: {back}"
@@ -113,7 +98,9 @@ async fn a_database_outage_fails_cleanly_and_recovers_without_restarting_anythin
     assert_eq!(status(&app, Service::PostService, "/healthz").await, 200);
 
     app.processes().db_proxy.as_ref().expect("proxy").restore();
-    let back = eventually_ok(&app, None, POSTS, Duration::from_secs(15)).await;
+    let back = app
+        .eventually_ok(None, POSTS, Duration::from_secs(15))
+        .await;
     assert!(back.get("errors").is_none(), "no recovery: {back}");
     assert_eq!(status(&app, Service::PostService, "/readyz").await, 200);
     let slugs: Vec<&str> = back["data"]["posts"]["edges"]

@@ -143,15 +143,7 @@ async fn a_watcher_on_one_edge_gets_every_notification_made_through_another() {
 
 /// ListPosts calls the post-service replica at `addr` has served.
 async fn list_calls(app: &TestSystem, addr: SocketAddr) -> u64 {
-    let text = app
-        .http
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = app.metrics(&format!("http://{addr}")).await;
     text.lines()
         .filter(|l| l.starts_with("oba_grpc_requests_total{") && l.contains("/ListPosts\""))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())

@@ -3,7 +3,7 @@
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use oba_kit::ServiceError;
-use oba_kit::auth::{Claims, Credential, TokenError, TokenVerifier};
+use oba_kit::auth::{Claims, Credential, TokenError, TokenVerifier, token_of};
 
 #[derive(Debug, Clone)]
 pub enum Viewer {
@@ -36,11 +36,8 @@ impl Viewer {
         let Some(value) = value else {
             return Ok(Self::Anonymous);
         };
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("Token "))
-            .ok_or(TokenError::Invalid)?
-            .trim();
+        // RealWorld clients send `Token <jwt>`; everyone else `Bearer <jwt>`.
+        let token = token_of(value, &["Bearer", "Token"])?;
         let claims = verifier.verify(token)?;
         let credential = Credential::bearer(token).ok_or(TokenError::Invalid)?;
         Ok(Self::User { claims, credential })

@@ -6,30 +6,15 @@ pub mod domain;
 pub mod grpc;
 pub mod storage;
 
-use oba_kit::backends::BackendsConfig;
 use oba_kit::bus::Bus;
-use oba_kit::config::{ConfigError, Env, Setting};
+use oba_kit::config::ConfigError;
 use oba_kit::peer::PostDirectory;
 use oba_kit::server::ServiceApp;
 use oba_proto::comment::v1::comment_service_server::CommentServiceServer;
 
 pub const NAME: &str = "comment-service";
 
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub backends: BackendsConfig,
-    /// post-service, asked who wrote a post (`OBA_POST_SERVICE_URL`).
-    pub post_service: Setting<String>,
-}
-
-impl Config {
-    pub fn from_env(env: &mut Env) -> Self {
-        Self {
-            backends: BackendsConfig::from_env(env),
-            post_service: env.required("OBA_POST_SERVICE_URL"),
-        }
-    }
-}
+pub use oba_kit::backends::PostReaderConfig as Config;
 
 /// Connects and migrates the database, connects the bus, and builds the service.
 pub async fn app(config: &Config, in_process_bus: Option<Bus>) -> Result<ServiceApp, ConfigError> {

@@ -169,6 +169,36 @@ impl TestSystem {
         response.json().await.expect("JSON body")
     }
 
+    /// The `/metrics` text of the service at `base` (`http://host:port`).
+    pub async fn metrics(&self, base: &str) -> String {
+        self.http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// Runs `query` until it answers without errors or `within` passes; returns the last
+    /// body either way.
+    pub async fn eventually_ok(
+        &self,
+        token: Option<&str>,
+        query: &str,
+        within: std::time::Duration,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let body = self.gql(token, query, json!({})).await;
+            if body.get("errors").is_none() || std::time::Instant::now() > deadline {
+                return body;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
     /// Runs a document that must succeed; returns its `data`.
     pub async fn ok(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
         let body = self.gql(token, query, variables).await;
