@@ -6,6 +6,7 @@
 //! work done for a user, or a service credential for work done on nobody's behalf.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::http;
@@ -431,11 +432,12 @@ impl PeerMetrics {
     }
 }
 
-/// Keeps the breaker's state in the `peer_breaker_open` gauge.
+/// Keeps the breaker's state in the `peer_breaker_open` gauge, and whether it is probing.
 #[derive(Clone)]
 struct BreakerGauge {
     gauge: Gauge,
     peer: &'static str,
+    half_open: Arc<AtomicBool>,
 }
 
 impl failsafe::Instrument for BreakerGauge {
@@ -445,12 +447,48 @@ impl failsafe::Instrument for BreakerGauge {
             peer = self.peer,
             "peer failing: breaker open, calls refused"
         );
+        self.half_open.store(false, Ordering::SeqCst);
         self.gauge.set(1);
     }
-    fn on_half_open(&self) {}
+    fn on_half_open(&self) {
+        self.half_open.store(true, Ordering::SeqCst);
+    }
     fn on_closed(&self) {
         tracing::info!(peer = self.peer, "peer answering again: breaker closed");
+        self.half_open.store(false, Ordering::SeqCst);
         self.gauge.set(0);
+    }
+}
+
+/// Lets one call at a time through a half-open breaker: failsafe lets every call through
+/// while half-open, and with a hung peer each would wait out its whole deadline.
+#[derive(Clone, Default)]
+struct Probe {
+    half_open: Arc<AtomicBool>,
+    in_flight: Arc<AtomicBool>,
+}
+
+impl Probe {
+    /// Whether this call may go (closed breaker, or the one probe of a half-open one); the
+    /// probe slot is freed when the returned guard drops.
+    fn admit(&self) -> Option<ProbeGuard> {
+        if !self.half_open.load(Ordering::SeqCst) {
+            return Some(ProbeGuard(None));
+        }
+        self.in_flight
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .ok()
+            .map(|_| ProbeGuard(Some(self.in_flight.clone())))
+    }
+}
+
+struct ProbeGuard(Option<Arc<AtomicBool>>);
+
+impl Drop for ProbeGuard {
+    fn drop(&mut self) {
+        if let Some(flag) = &self.0 {
+            flag.store(false, Ordering::SeqCst);
+        }
     }
 }
 
@@ -470,6 +508,7 @@ pub struct GuardedChannel {
     peer: &'static str,
     in_flight: Arc<Semaphore>,
     breaker: Breaker,
+    probe: Probe,
     metrics: PeerMetrics,
 }
 
@@ -484,18 +523,24 @@ impl GuardedChannel {
             .breaker_open
             .get_or_create(&PeerLabel { peer })
             .clone();
+        let probe = Probe::default();
         let breaker = failsafe::Config::new()
             .failure_policy(failsafe::failure_policy::consecutive_failures(
                 policy.breaker_failures,
                 failsafe::backoff::constant(policy.breaker_open_for),
             ))
-            .instrument(BreakerGauge { gauge, peer })
+            .instrument(BreakerGauge {
+                gauge,
+                peer,
+                half_open: probe.half_open.clone(),
+            })
             .build();
         Self {
             inner,
             peer,
             in_flight: Arc::new(Semaphore::new(policy.max_in_flight)),
             breaker,
+            probe,
             metrics: metrics.clone(),
         }
     }
@@ -544,19 +589,24 @@ impl tower::Service<http::Request<tonic::body::Body>> for GuardedChannel {
                 format!("too many calls in flight to {peer}"),
             );
         };
-        if !self.breaker.is_call_permitted() {
+        let probe = if self.breaker.is_call_permitted() {
+            self.probe.admit()
+        } else {
+            None
+        };
+        let Some(probe) = probe else {
             return refuse(
                 CallFailure::BreakerOpen,
                 format!("{peer} is failing; calls are paused"),
             );
-        }
+        };
         // The ready channel serves this call; a fresh clone waits for the next one.
         let ready = self.inner.clone();
         let mut channel = std::mem::replace(&mut self.inner, ready);
         let call = channel.call(request);
         let (breaker, metrics) = (self.breaker.clone(), self.metrics.clone());
         Box::pin(async move {
-            let _permit = permit;
+            let (_permit, _probe) = (permit, probe);
             match breaker.call(call).await {
                 Ok(response) => Ok(response),
                 Err(failsafe::Error::Rejected) => {

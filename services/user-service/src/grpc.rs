@@ -43,7 +43,7 @@ pub struct PasswordHashing {
 }
 
 /// Requests that may wait for a hashing slot, per slot.
-const WAITING_PER_SLOT: usize = 4;
+const WAITING_PER_SLOT: usize = 32;
 
 impl PasswordHashing {
     pub fn new(in_flight: NonZeroUsize) -> Self {
