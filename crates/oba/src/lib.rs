@@ -100,11 +100,20 @@ impl Service {
         }
     }
 
+    /// Whether the service publishes or consumes events (every service but the edge).
+    pub fn has_bus(self) -> bool {
+        self != Self::BlogAggregator
+    }
+
     /// Every setting `oba serve <service>` reads, and whether it is required.
     pub fn settings(self) -> Vec<(String, bool)> {
         let mut env = Env::default();
         let _: Setting<SocketAddr> =
             env.parsed("OBA_LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)));
+        if self.has_bus() {
+            // Alone, a service has no in-process bus to fall back on.
+            let _ = env.required("OBA_BUS_URL");
+        }
         match self {
             Self::UserService => drop(user_service::Config::from_env(&mut env)),
             Self::PostService => drop(post_service::Config::from_env(&mut env)),
@@ -426,6 +435,17 @@ pub fn service_env(
             deployed.insert(key, value);
         }
     }
+    if service.has_bus() && local.get("OBA_BUS_URL").is_none() {
+        // The deployed bus (nats://nats:4222) is not here, and oba up's in-process bus cannot
+        // be reached from another process: events would go nowhere.
+        return Err(ConfigError::single(
+            "OBA_BUS_URL",
+            "is needed to run a service beside oba up: start both oba up and oba env with \
+             OBA_BUS_URL=nats://127.0.0.1:4222 (a NATS server with JetStream), so that its \
+             events reach the projections of oba up",
+        )
+        .into());
+    }
     let mut out = Vec::new();
     for (key, _) in service.settings() {
         // Local addresses, storage and keys win; the rest is as deployed.
@@ -523,6 +543,10 @@ pub async fn serve(
 ) -> Result<(), StartError> {
     let listen: Setting<SocketAddr> =
         env.parsed("OBA_LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)));
+    if service.has_bus() {
+        // Checked with every other setting, before anything connects.
+        let _ = env.required("OBA_BUS_URL");
+    }
     let app = service.app(&mut env, None).await?.prepare().await;
     let listener = TcpListener::bind(listen.value)
         .await

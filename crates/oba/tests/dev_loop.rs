@@ -1,6 +1,7 @@
 //! The local development loop: `oba up --skip <service>` runs everything else, `oba env
 //! <service>` prints the deployed environment with local addresses, and the service started
-//! from source with it joins the running system. Real processes, real HTTP.
+//! from source with it joins the running system: its answers and its events (through NATS,
+//! which both are given) reach the rest. Real processes, real HTTP.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -78,12 +79,22 @@ async fn graphql(url: &str, token: Option<&str>, query: &str) -> Value {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(oba_test_postgres),
+    ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
+)]
 async fn a_service_run_from_its_env_joins_a_system_started_without_it() {
     let data = tempfile::tempdir().expect("tempdir");
     let base = free_base_port();
+    let namespace = format!("dev{}", std::process::id());
     let layout = vec![
         ("OBA_BASE_PORT".to_owned(), base.to_string()),
         ("OBA_DATA_DIR".to_owned(), data.path().display().to_string()),
+        (
+            "OBA_BUS_URL".to_owned(),
+            std::env::var("OBA_TEST_NATS_URL").expect("OBA_TEST_NATS_URL"),
+        ),
+        ("OBA_BUS_NAMESPACE".to_owned(), namespace),
     ];
     let _system = spawn_until(oba(&["up", "--skip", "post-service"], &layout), "GraphQL:");
     let edge = format!("http://127.0.0.1:{base}");
@@ -106,6 +117,8 @@ async fn a_service_run_from_its_env_joins_a_system_started_without_it() {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
     assert_eq!(env["OBA_LISTEN_ADDR"], format!("127.0.0.1:{}", base + 2));
+    // The bus oba up uses, not the deployed one (unreachable here).
+    assert_eq!(env["OBA_BUS_URL"], layout[2].1);
     assert!(env["OBA_DATABASE_URL"].starts_with("sqlite://"), "{env:?}");
     // Settings that are not addresses come from the config repo, as deployed.
     assert_eq!(env["OBA_DATABASE_MAX_CONNECTIONS"], "10");
@@ -140,6 +153,39 @@ async fn a_service_run_from_its_env_joins_a_system_started_without_it() {
     );
     let listed = graphql(&edge, None, "{ posts { totalCount } }").await;
     assert_eq!(listed["data"]["posts"]["totalCount"], 1, "{listed}");
+
+    // post.created from the service run from source reaches oba up's rank-service.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let trending = graphql(&edge, None, "{ trending(first: 5) { slug } }").await;
+        if trending["data"]["trending"][0]["slug"] == "from-source" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ranked: {trending}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn oba_env_refuses_to_hand_out_a_bus_nobody_reads() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let repo = config_repo().display().to_string();
+    let output = oba(
+        &["env", "post-service", "--config-repo", &repo],
+        &[
+            ("OBA_BASE_PORT".to_owned(), "18080".to_owned()),
+            ("OBA_DATA_DIR".to_owned(), data.path().display().to_string()),
+        ],
+    )
+    .stderr(Stdio::piped())
+    .output()
+    .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("OBA_BUS_URL: is needed to run a service beside oba up"),
+        "{stderr}"
+    );
 }
 
 #[test]

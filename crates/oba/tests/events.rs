@@ -9,12 +9,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
 use oba::Service;
 use serde_json::{Value, json};
 use support::{TestSystem, ws};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 scenarios!(
     a_like_a_comment_and_a_follow_each_notify_exactly_once_and_move_trending,

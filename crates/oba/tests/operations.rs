@@ -184,7 +184,8 @@ fn unreachable_database_exits_non_zero_naming_the_setting() {
     let (code, stderr) = run_to_exit(
         oba()
             .args(["serve", "post-service"])
-            .env("OBA_TOKEN_PUBLIC_KEY_FILE", keys.public_key)
+            .env("OBA_TOKEN_PUBLIC_KEY_FILE", &keys.public_key)
+            .env("OBA_BUS_URL", "nats://127.0.0.1:1")
             .env("OBA_LISTEN_ADDR", "127.0.0.1:0")
             .env("OBA_DATABASE_URL", "postgres://nobody@127.0.0.1:1/oba_post")
             .env("OBA_DATABASE_CONNECT_TIMEOUT_SECS", "2"),
@@ -198,6 +199,30 @@ fn unreachable_database_exits_non_zero_naming_the_setting() {
 }
 
 #[test]
+fn a_service_alone_without_a_bus_is_refused_with_the_other_problems() {
+    let (code, stderr) = run_to_exit(
+        oba()
+            .args(["serve", "like-service"])
+            .env("OBA_LISTEN_ADDR", "127.0.0.1:0"),
+    );
+    assert_eq!(code, Some(2));
+    // Reported before anything connects, one line each.
+    for key in [
+        "OBA_BUS_URL",
+        "OBA_DATABASE_URL",
+        "OBA_POST_SERVICE_URL",
+        "OBA_TOKEN_PUBLIC_KEY_FILE",
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(&format!("{key}: is required"))),
+            "{key} missing in {stderr}"
+        );
+    }
+}
+
+#[test]
 fn missing_key_file_exits_non_zero_naming_the_setting() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (code, stderr) = run_to_exit(
@@ -208,6 +233,7 @@ fn missing_key_file_exits_non_zero_naming_the_setting() {
                 "OBA_DATABASE_URL",
                 format!("sqlite://{}/u.db?mode=rwc", dir.path().display()),
             )
+            .env("OBA_BUS_URL", "nats://127.0.0.1:1")
             .env("OBA_TOKEN_PRIVATE_KEY_FILE", dir.path().join("absent.pem"))
             .env(
                 "OBA_TOKEN_PUBLIC_KEY_FILE",

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use oba_kit::bus::{Bus, EventBus, NatsBus};
+use oba_kit::bus::{Bus, NatsBus};
 use oba_kit::config::Setting;
 use oba_kit::db::{self, DbConfig};
 use oba_kit::metrics::Metrics;
