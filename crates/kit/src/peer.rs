@@ -508,6 +508,8 @@ pub struct GuardedChannel {
     peer: &'static str,
     in_flight: Arc<Semaphore>,
     breaker: Breaker,
+    /// The breaker's state as its instrument records it (1 while open).
+    breaker_open: Gauge,
     probe: Probe,
     metrics: PeerMetrics,
 }
@@ -530,7 +532,7 @@ impl GuardedChannel {
                 failsafe::backoff::constant(policy.breaker_open_for),
             ))
             .instrument(BreakerGauge {
-                gauge,
+                gauge: gauge.clone(),
                 peer,
                 half_open: probe.half_open.clone(),
             })
@@ -540,14 +542,16 @@ impl GuardedChannel {
             peer,
             in_flight: Arc::new(Semaphore::new(policy.max_in_flight)),
             breaker,
+            breaker_open: gauge,
             probe,
             metrics: metrics.clone(),
         }
     }
 
-    /// Whether the breaker is open: calls are refused now.
+    /// Whether the breaker is open. Read from the recorded state: asking the breaker
+    /// itself would move it to half-open, so a status page would start probes.
     pub fn is_open(&self) -> bool {
-        !self.breaker.is_call_permitted()
+        self.breaker_open.get() == 1
     }
 }
 

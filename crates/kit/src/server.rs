@@ -52,6 +52,33 @@ pub struct ServiceApp {
 /// it runs while the service serves and must return once its token is cancelled.
 pub type BackgroundTask = Box<dyn FnOnce(CancellationToken) -> BoxFuture<'static, ()> + Send>;
 
+/// Background work handling each item of `items` with `handle`, in order, until shutdown or
+/// until every sender is gone.
+pub fn drain<T, F, Fut>(
+    mut items: tokio::sync::mpsc::UnboundedReceiver<T>,
+    mut handle: F,
+) -> impl FnOnce(CancellationToken) -> BoxFuture<'static, ()> + Send + 'static
+where
+    T: Send + 'static,
+    F: FnMut(T) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    move |shutdown| {
+        Box::pin(async move {
+            loop {
+                let item = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    next = items.recv() => match next {
+                        Some(item) => item,
+                        None => return,
+                    },
+                };
+                handle(item).await;
+            }
+        })
+    }
+}
+
 impl ServiceApp {
     /// A service whose callers are authenticated with `verifier`.
     pub fn new(name: &'static str, verifier: TokenVerifier) -> Self {

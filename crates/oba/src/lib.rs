@@ -324,6 +324,15 @@ impl System {
         }
 
         let env = up_env(&config, &addrs)?;
+        if config.env.get("OBA_SERVICE_TOKEN_FILE").is_none() {
+            // The edge's credential, fresh at every start (also for an edge run separately).
+            let private_key = env.get("OBA_TOKEN_PRIVATE_KEY_FILE").unwrap_or_default();
+            write_service_token(
+                Path::new(private_key),
+                Service::BlogAggregator,
+                &dev_service_token_file(&config),
+            )?;
+        }
         // One in-process bus for all services, unless OBA_BUS_URL names a real one.
         let bus: Bus = Arc::new(InProcessBus::default());
         let mut apps = Vec::new();
@@ -495,12 +504,11 @@ fn up_env(config: &UpConfig, addrs: &BTreeMap<Service, SocketAddr>) -> Result<En
             files.public_key.display().to_string(),
         );
     }
-    if env.get("OBA_SERVICE_TOKEN_FILE").is_none() {
-        let private_key = env.get("OBA_TOKEN_PRIVATE_KEY_FILE").unwrap_or_default();
-        let file = config.data_dir.value.join("service-token");
-        write_service_token(Path::new(private_key), Service::BlogAggregator, &file)?;
-        env.default_to("OBA_SERVICE_TOKEN_FILE", file.display().to_string());
-    }
+    // Made by `System::up` (not here: `oba env` prints this environment and writes nothing).
+    env.default_to(
+        "OBA_SERVICE_TOKEN_FILE",
+        dev_service_token_file(config).display().to_string(),
+    );
     env.default_to("OBA_TOKEN_TTL_SECS", config.token_ttl_secs.to_string());
     // Browser front ends on any origin may call a local system.
     env.default_to("OBA_CORS_ALLOWED_ORIGINS", "*");
@@ -514,6 +522,11 @@ fn up_env(config: &UpConfig, addrs: &BTreeMap<Service, SocketAddr>) -> Result<En
         env.default_to("OBA_ADMIN_PASSWORD", DEV_ADMIN_PASSWORD);
     }
     Ok(env)
+}
+
+/// Where `oba up` keeps the edge's service credential when none is configured.
+fn dev_service_token_file(config: &UpConfig) -> PathBuf {
+    config.data_dir.value.join("service-token")
 }
 
 /// How long a service credential made by `oba up` or `oba service-token` is valid.

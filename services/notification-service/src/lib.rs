@@ -9,11 +9,9 @@ pub mod grpc;
 pub mod projection;
 pub mod storage;
 
-use futures::future::BoxFuture;
 use oba_kit::bus::Bus;
 use oba_kit::config::ConfigError;
-use oba_kit::server::ServiceApp;
-use oba_kit::shutdown::CancellationToken;
+use oba_kit::server::{ServiceApp, drain};
 use oba_proto::notification::v1 as pb;
 use oba_proto::notification::v1::notification_service_server::NotificationServiceServer;
 use prost::Message;
@@ -36,43 +34,30 @@ pub async fn app(config: &Config, in_process_bus: Option<Bus>) -> Result<Service
     let (live, _) = tokio::sync::broadcast::channel(1024);
     // Outside the namespace's stream subjects (`<namespace>.>`): live pushes are not events.
     let live_subject = format!("{}-live.notifications", backends.namespace);
-    let (announce, mut to_announce) = mpsc::unbounded_channel::<storage::Notification>();
+    let (announce, to_announce) = mpsc::unbounded_channel::<storage::Notification>();
     let subjects = projection::subjects(&backends.namespace);
     let projection = projection::NotificationProjection { announce };
     let app = backends.consuming_app(NAME, subjects, projection);
 
     let (bus, subject) = (backends.bus.clone(), live_subject.clone());
-    let announcer = move |shutdown: CancellationToken| -> BoxFuture<'static, ()> {
-        Box::pin(async move {
-            loop {
-                let notification = tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    next = to_announce.recv() => match next { Some(n) => n, None => return },
-                };
-                let payload = grpc::message(notification).encode_to_vec();
-                if let Err(e) = bus.announce(&subject, payload.into()).await {
-                    tracing::warn!(error = %e, "live notification not announced");
-                }
+    let announcer = drain(to_announce, move |notification| {
+        let (bus, subject) = (bus.clone(), subject.clone());
+        async move {
+            let payload = grpc::message(notification).encode_to_vec();
+            if let Err(e) = bus.announce(&subject, payload.into()).await {
+                tracing::warn!(error = %e, "live notification not announced");
             }
-        })
-    };
-    let mut heard = backends.bus.listen(&live_subject);
+        }
+    });
     let watchers = live.clone();
-    let listener = move |shutdown: CancellationToken| -> BoxFuture<'static, ()> {
-        Box::pin(async move {
-            loop {
-                let payload = tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    next = heard.recv() => match next { Some(p) => p, None => return },
-                };
-                match pb::Notification::decode(payload) {
-                    // No watcher on this replica is fine: the notification is stored.
-                    Ok(notification) => drop(watchers.send(notification)),
-                    Err(e) => tracing::warn!(error = %e, "undecodable live notification"),
-                }
-            }
-        })
-    };
+    let listener = drain(backends.bus.listen(&live_subject), move |payload| {
+        match pb::Notification::decode(payload) {
+            // No watcher on this replica is fine: the notification is stored.
+            Ok(notification) => drop(watchers.send(notification)),
+            Err(e) => tracing::warn!(error = %e, "undecodable live notification"),
+        }
+        std::future::ready(())
+    });
     Ok(app
         .background(announcer)
         .background(listener)
