@@ -230,3 +230,44 @@ async fn reads_spread_over_replicas_and_skip_a_dead_one() {
         "the restarted replica gets its share again"
     );
 }
+
+#[tokio::test]
+#[cfg_attr(
+    not(oba_test_postgres),
+    ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
+)]
+async fn sign_in_limit_is_shared_by_user_service_replicas() {
+    let mut app = TestSystem::start_production().await;
+    app.register("alice").await;
+    // Edge 2 signs in through a second user-service replica only; edge 1 through the first.
+    let users_2 = app
+        .processes()
+        .start_replica(Service::UserService, &[])
+        .await;
+    let edge_2 = app
+        .processes()
+        .start_replica(
+            Service::BlogAggregator,
+            &[("OBA_USER_SERVICE_URL", format!("http://{users_2}"))],
+        )
+        .await;
+    let edges = [app.url.clone(), format!("http://{edge_2}")];
+    let mut statuses = Vec::new();
+    // Alternating replicas: a count per process would allow 10 on each, 20 in all.
+    for i in 0..14 {
+        let response = app
+            .http
+            .post(format!("{}/api/users/login", edges[i % 2]))
+            .json(&json!({ "user": { "email": "alice@example.com", "password": format!("wrong-{i}") } }))
+            .send()
+            .await
+            .expect("sent");
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 401).count(),
+        10,
+        "10 attempts per account and minute, whichever replica counts them: {statuses:?}"
+    );
+    assert!(statuses[10..].iter().all(|s| *s == 429), "{statuses:?}");
+}

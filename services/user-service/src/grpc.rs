@@ -7,7 +7,6 @@
 use std::num::NonZeroUsize;
 use std::sync::{Arc, OnceLock};
 
-use oba_kit::limit::KeyedLimit;
 use tokio::sync::Semaphore;
 
 use oba_kit::ServiceError;
@@ -23,15 +22,17 @@ use std::collections::HashSet;
 use oba_kit::error::parse_ids;
 use oba_proto::common::v1::IdSet;
 
-use crate::domain::{Email, Password, Username, parse_bio, parse_image_url, password_matches};
-use crate::storage::{Account, AccountChanges, NewAccount, UserStore, role_of};
+use crate::domain::{
+    EMAIL_MAX, Email, Password, Username, parse_bio, parse_image_url, password_matches,
+};
+use crate::storage::{Account, AccountChanges, NewAccount, SignInAttempts, UserStore, role_of};
 
 pub struct UserGrpc {
     store: UserStore,
     signer: TokenSigner,
     hashing: PasswordHashing,
-    /// Sign-in attempts per account (lower-cased email), whoever makes them.
-    logins: KeyedLimit<String>,
+    /// Sign-in attempts per account (lower-cased email), whoever makes them, on any replica.
+    logins: SignInAttempts,
 }
 
 /// Password hashing with bounded cost: at most `in_flight` argon2 hashes run at once, on the
@@ -80,7 +81,7 @@ impl UserGrpc {
         store: UserStore,
         signer: TokenSigner,
         hashing: PasswordHashing,
-        logins: KeyedLimit<String>,
+        logins: SignInAttempts,
     ) -> Self {
         Self {
             store,
@@ -138,7 +139,14 @@ impl UserService for UserGrpc {
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::Session>, Status> {
         let req = request.into_inner();
-        self.logins.check(&req.email.trim().to_lowercase())?;
+        let email = req.email.trim().to_lowercase();
+        if email.chars().count() > EMAIL_MAX {
+            // No account has such an address; it would not fit the attempts table either.
+            return Err(
+                ServiceError::Unauthenticated("email or password is invalid".into()).into(),
+            );
+        }
+        self.logins.count(&email).await?;
         let account = self.store.by_email(&req.email).await?;
         // An unknown email costs a hash check too, so timing does not reveal which emails exist.
         let stored = account

@@ -106,6 +106,8 @@ pub async fn app(config: &Config, in_process_bus: Option<Bus>) -> Result<Service
         .connect::<storage::migration::Migrator>(in_process_bus)
         .await?;
     let (app, outbox) = backends.publishing_app(NAME);
+    let logins =
+        storage::SignInAttempts::new(backends.db.clone(), config.login_attempts_per_minute);
     let store = storage::UserStore::new(backends.db, outbox);
     if let Some(admin) = &config.admin {
         grpc::bootstrap_admin(&store, admin).await.map_err(|e| {
@@ -113,10 +115,6 @@ pub async fn app(config: &Config, in_process_bus: Option<Bus>) -> Result<Service
         })?;
     }
     let hashing = grpc::PasswordHashing::new(config.password_hashes_in_flight);
-    let logins = oba_kit::limit::KeyedLimit::per_minute(
-        config.login_attempts_per_minute,
-        "sign-in attempts for this account",
-    );
     let service = grpc::UserGrpc::new(store, signer, hashing, logins);
     Ok(app.grpc(UserServiceServer::new(service)))
 }

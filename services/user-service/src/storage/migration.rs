@@ -11,6 +11,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateUsers),
             Box::new(CreateFollows),
             Box::new(oba_kit::outbox::CreateOutbox),
+            Box::new(CreateSignInAttempts),
         ]
     }
 }
@@ -164,6 +165,61 @@ impl MigrationTrait for CreateFollows {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .drop_table(Table::drop().table(Follows::Table).to_owned())
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum SignInAttempts {
+    Table,
+    Email,
+    WindowStartedAt,
+    Attempts,
+}
+
+struct CreateSignInAttempts;
+
+impl MigrationName for CreateSignInAttempts {
+    fn name(&self) -> &str {
+        "m20261129_000003_create_sign_in_attempts"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateSignInAttempts {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // Counted in the database, not in memory, so that every replica shares the limit.
+        manager
+            .create_table(
+                Table::create()
+                    .table(SignInAttempts::Table)
+                    .if_not_exists()
+                    // Any email tried, known or not: refusing only known ones would tell which exist.
+                    .col(
+                        ColumnDef::new(SignInAttempts::Email)
+                            .string_len(254)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    // Unix seconds: compared as numbers the same way on SQLite and PostgreSQL.
+                    .col(
+                        ColumnDef::new(SignInAttempts::WindowStartedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(SignInAttempts::Attempts)
+                            .integer()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(SignInAttempts::Table).to_owned())
             .await
     }
 }

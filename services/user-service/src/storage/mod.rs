@@ -2,6 +2,9 @@
 
 pub mod entity;
 pub mod migration;
+mod sign_in;
+
+pub use sign_in::SignInAttempts;
 
 use chrono::Utc;
 use oba_kit::ServiceError;
