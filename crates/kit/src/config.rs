@@ -124,6 +124,16 @@ impl Env {
             .or_insert_with(|| value.into());
     }
 
+    /// Sets a variable, replacing any value it had: a value a mode must decide.
+    pub fn set(&mut self, key: &str, value: impl Into<String>) {
+        self.vars.insert(key.to_owned(), value.into());
+    }
+
+    /// Every variable, to hand on to a child process.
+    pub fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
         self.vars
             .get(key)

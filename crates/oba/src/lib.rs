@@ -21,6 +21,9 @@ use oba_kit::shutdown::CancellationToken;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+mod supervisor;
+pub use supervisor::{SeparateProcesses, run as run_separate};
+
 /// The services this binary can run, in start-up order (peers before the edge).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Service {
@@ -108,6 +111,21 @@ impl Service {
     /// Every setting `oba serve <service>` reads, and whether it is required.
     pub fn settings(self) -> Vec<(String, bool)> {
         let mut env = Env::default();
+        self.read_config(&mut env);
+        env.read_settings()
+            .map(|(k, r)| (k.to_owned(), r))
+            .collect()
+    }
+
+    /// Whether `env` holds a valid configuration for `oba serve <service>`: every problem
+    /// at once, before anything connects.
+    pub fn check_config(self, env: &mut Env) -> Result<(), ConfigError> {
+        self.read_config(env);
+        env.finish()
+    }
+
+    /// Reads every setting of `oba serve <service>` from `env`, recording problems in it.
+    fn read_config(self, env: &mut Env) {
         let _: Setting<SocketAddr> =
             env.parsed("OBA_LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)));
         if self.has_bus() {
@@ -115,17 +133,14 @@ impl Service {
             let _ = env.required("OBA_BUS_URL");
         }
         match self {
-            Self::UserService => drop(user_service::Config::from_env(&mut env)),
-            Self::PostService => drop(post_service::Config::from_env(&mut env)),
-            Self::CommentService => drop(comment_service::Config::from_env(&mut env)),
-            Self::LikeService => drop(like_service::Config::from_env(&mut env)),
-            Self::RankService => drop(rank_service::Config::from_env(&mut env)),
-            Self::NotificationService => drop(notification_service::Config::from_env(&mut env)),
-            Self::BlogAggregator => drop(blog_aggregator::Config::from_env(&mut env)),
+            Self::UserService => drop(user_service::Config::from_env(env)),
+            Self::PostService => drop(post_service::Config::from_env(env)),
+            Self::CommentService => drop(comment_service::Config::from_env(env)),
+            Self::LikeService => drop(like_service::Config::from_env(env)),
+            Self::RankService => drop(rank_service::Config::from_env(env)),
+            Self::NotificationService => drop(notification_service::Config::from_env(env)),
+            Self::BlogAggregator => drop(blog_aggregator::Config::from_env(env)),
         }
-        env.read_settings()
-            .map(|(k, r)| (k.to_owned(), r))
-            .collect()
     }
 
     /// Creates the service's database if missing and applies its migrations (`oba migrate`).
@@ -560,6 +575,10 @@ pub async fn serve(
         // Checked with every other setting, before anything connects.
         let _ = env.required("OBA_BUS_URL");
     }
+    let stop_with_parent: Setting<bool> = env.parsed("OBA_STOP_WITH_PARENT", false);
+    if stop_with_parent.value {
+        tokio::spawn(stop_when_orphaned(shutdown.clone()));
+    }
     let app = service.app(&mut env, None).await?.prepare().await;
     let listener = TcpListener::bind(listen.value)
         .await
@@ -572,6 +591,25 @@ pub async fn serve(
     server::serve(app, listener, shutdown)
         .await
         .map_err(|e| StartError::Io(format!("{} failed: {e}", service.name())))
+}
+
+/// Cancels `shutdown` once the process that started this one is gone (set by `oba up
+/// --database-url`: a supervisor killed outright cannot stop its children itself).
+async fn stop_when_orphaned(shutdown: CancellationToken) {
+    let parent = nix::unistd::getppid();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if nix::unistd::getppid() != parent {
+                    tracing::warn!("the supervising process is gone; stopping");
+                    shutdown.cancel();
+                    return;
+                }
+            }
+            () = shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// GETs an `http://host:port/path` URL; Ok on a 2xx status. For container health checks.

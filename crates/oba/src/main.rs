@@ -11,7 +11,7 @@ use mimalloc::MiMalloc;
 /// hash's 19 MiB (measured in bench/: the README's memory figures).
 #[global_allocator]
 static ALLOCATOR: MiMalloc = MiMalloc;
-use oba::{Service, StartError, System, UpConfig};
+use oba::{SeparateProcesses, Service, StartError, System, UpConfig};
 use oba_kit::config::Env;
 use oba_kit::shutdown::{CancellationToken, cancel_on_signal};
 
@@ -30,6 +30,19 @@ enum Command {
         /// with the output of `oba env <service>`) at its usual address.
         #[arg(long, value_enum)]
         skip: Vec<Service>,
+        /// Run every service as its own `oba serve` process on this PostgreSQL server (each
+        /// service gets the database `<name>_<service>`, `<name>` from the URL or `oba`),
+        /// supervised and restarted, instead of all in this process on SQLite.
+        #[arg(long, value_name = "postgres://…")]
+        database_url: Option<String>,
+        /// NATS server with JetStream: required with --database-url; alone, the services of
+        /// this process use it instead of the in-process bus (OBA_BUS_URL).
+        #[arg(long, value_name = "nats://…")]
+        bus_url: Option<String>,
+        /// Processes per service (with --database-url); replica r listens on the first
+        /// replica's port + 10·r.
+        #[arg(long, default_value = "1")]
+        replicas: std::num::NonZeroU8,
     },
     /// One service, configured from the environment (containers, separate processes).
     Serve {
@@ -74,8 +87,19 @@ async fn main() -> ExitCode {
     oba_kit::telemetry::init();
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
-    let result = match cli.command.unwrap_or(Command::Up { skip: Vec::new() }) {
-        Command::Up { skip } => up(skip, shutdown).await,
+    let command = cli.command.unwrap_or(Command::Up {
+        skip: Vec::new(),
+        database_url: None,
+        bus_url: None,
+        replicas: std::num::NonZeroU8::MIN,
+    });
+    let result = match command {
+        Command::Up {
+            skip,
+            database_url,
+            bus_url,
+            replicas,
+        } => up(skip, database_url, bus_url, replicas, shutdown).await,
         Command::Serve { service } => oba::serve(service, Env::from_process(), shutdown).await,
         Command::Migrate { service } => service.migrate(&mut Env::from_process()).await,
         Command::Keygen { dir } => keygen(&dir),
@@ -134,9 +158,38 @@ fn print_env(service: Service, config_repo: &std::path::Path) -> Result<(), Star
     Ok(())
 }
 
-async fn up(skip: Vec<Service>, shutdown: CancellationToken) -> Result<(), StartError> {
+async fn up(
+    skip: Vec<Service>,
+    database_url: Option<String>,
+    bus_url: Option<String>,
+    replicas: std::num::NonZeroU8,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
     let started = Instant::now();
-    let mut config = UpConfig::from_env(Env::from_process())?;
+    let separate = SeparateProcesses::from_flags(database_url, bus_url.clone(), replicas);
+    let config = UpConfig::from_env(Env::from_process());
+    // Every problem at once: the flags' and the environment's.
+    let (separate, mut config) = match (separate, config) {
+        (Ok(separate), Ok(config)) => (separate, config),
+        (Err(mut flags), Err(env)) => {
+            flags.problems.extend(env.problems);
+            return Err(flags.into());
+        }
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e.into()),
+    };
+    if let Some(separate) = separate {
+        if !skip.is_empty() {
+            return Err(StartError::Io(
+                "--skip is for oba up in one process; with --database-url every service is a \
+                 process of its own"
+                    .into(),
+            ));
+        }
+        return oba::run_separate(config, separate, shutdown).await;
+    }
+    if let Some(bus_url) = bus_url {
+        config.env.set("OBA_BUS_URL", bus_url);
+    }
     config.skip = skip;
     let system = System::up(config, shutdown.clone()).await?;
     let url = system.edge_url();

@@ -329,34 +329,39 @@ impl Drop for Processes {
             .values()
             .filter_map(|u| u.rsplit_once('/').map(|(_, n)| n.to_owned()))
             .collect();
-        let admin_url = self.admin_url.clone();
-        let (bus_url, stream) = (self.bus_url.clone(), self.tag.clone());
-        // Drop runs inside the test's runtime, which must not block: use a thread of its own.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                use sea_orm::sqlx::Connection;
-                let mut admin = sea_orm::sqlx::PgConnection::connect(&admin_url)
-                    .await
-                    .expect("admin connection");
-                for name in names {
-                    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                    sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(sql))
-                        .execute(&mut admin)
-                        .await
-                        .expect("drop test database");
-                }
-                // The run's JetStream stream goes with it (it may never have been created).
-                if let Ok(client) = async_nats::connect(bus_url.as_str()).await {
-                    let _ = async_nats::jetstream::new(client)
-                        .delete_stream(&stream)
-                        .await;
-                }
-            });
-        });
-        let _ = dropped.join();
+        remove_run_state(&self.admin_url, names, &self.bus_url, &self.tag);
     }
+}
+
+/// Drops a test run's databases and its JetStream stream (which may never have been
+/// created); callable from `Drop`, inside or outside a runtime.
+pub fn remove_run_state(admin_url: &str, databases: Vec<String>, bus_url: &str, stream: &str) {
+    let (admin_url, bus_url, stream) =
+        (admin_url.to_owned(), bus_url.to_owned(), stream.to_owned());
+    // Drop may run inside the test's runtime, which must not block: use a thread of its own.
+    let dropped = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            use sea_orm::sqlx::Connection;
+            let mut admin = sea_orm::sqlx::PgConnection::connect(&admin_url)
+                .await
+                .expect("admin connection");
+            for name in databases {
+                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(sql))
+                    .execute(&mut admin)
+                    .await
+                    .expect("drop test database");
+            }
+            if let Ok(client) = async_nats::connect(bus_url.as_str()).await {
+                let _ = async_nats::jetstream::new(client)
+                    .delete_stream(&stream)
+                    .await;
+            }
+        });
+    });
+    let _ = dropped.join();
 }
