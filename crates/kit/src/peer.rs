@@ -28,18 +28,42 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often a balanced peer's name is resolved again and its addresses health-checked.
 pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(2);
+/// The least time between two rounds when callers ask for an early one.
+const RECHECK_PAUSE: Duration = Duration::from_millis(50);
 
 /// A lazily connected channel to a peer service; calls fail fast with UNAVAILABLE while the
 /// peer is down instead of hanging, and succeed again once it is back. Every call on it has
 /// a deadline. See [`PeerTargets`] for how a URL with several addresses is balanced.
-pub fn peer_channel(url: &Setting<String>) -> Result<Channel, ConfigError> {
+pub fn peer_channel(url: &Setting<String>) -> Result<PeerTransport, ConfigError> {
     PeerTargets::parse(url)?.channel(Some(CALL_TIMEOUT))
 }
 
 /// As [`peer_channel`], without a per-request timeout: for server streams that stay open.
 /// Kept apart from the unary channel, so that many open streams never delay a unary call.
-pub fn peer_channel_for_streams(url: &Setting<String>) -> Result<Channel, ConfigError> {
+pub fn peer_channel_for_streams(url: &Setting<String>) -> Result<PeerTransport, ConfigError> {
     PeerTargets::parse(url)?.channel(None)
+}
+
+/// A channel to a peer, and the way to ask for its addresses to be checked again now.
+#[derive(Clone)]
+pub struct PeerTransport {
+    pub channel: Channel,
+    pub recheck: Recheck,
+}
+
+/// Wakes a balanced channel's discovery before its interval is up: a caller that could not
+/// reach an address asks, so that a dead replica is ejected in milliseconds rather than at
+/// the next round. Does nothing for a single-address channel.
+#[derive(Clone, Default)]
+pub struct Recheck(Option<Arc<tokio::sync::Notify>>);
+
+impl Recheck {
+    pub fn now(&self) {
+        if let Some(wake) = &self.0 {
+            // One stored permit: a burst of failures is one extra round.
+            wake.notify_one();
+        }
+    }
 }
 
 /// Where a peer is: `http://10.0.0.7:8080` (one address), `http://post-service:8080` (every
@@ -104,16 +128,23 @@ impl PeerTargets {
         })
     }
 
-    fn channel(self, timeout: Option<Duration>) -> Result<Channel, ConfigError> {
+    fn channel(self, timeout: Option<Duration>) -> Result<PeerTransport, ConfigError> {
         if let Some(addr) = self.single_address() {
             let endpoint = self
                 .endpoint(&addr.to_string(), timeout)
                 .map_err(|e| ConfigError::single("peer URL", e))?;
-            return Ok(endpoint.connect_lazy());
+            return Ok(PeerTransport {
+                channel: endpoint.connect_lazy(),
+                recheck: Recheck::default(),
+            });
         }
         let (channel, changes) = Channel::balance_channel(64);
-        tokio::spawn(self.discover(changes, timeout));
-        Ok(channel)
+        let wake = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(self.discover(changes, timeout, wake.clone()));
+        Ok(PeerTransport {
+            channel,
+            recheck: Recheck(Some(wake)),
+        })
     }
 
     /// Every address the entries resolve to now (an entry that does not resolve adds none).
@@ -137,6 +168,7 @@ impl PeerTargets {
             tonic::transport::channel::Change<std::net::SocketAddr, Endpoint>,
         >,
         timeout: Option<Duration>,
+        wake: Arc<tokio::sync::Notify>,
     ) {
         use std::collections::{BTreeSet, HashMap};
         use tonic::transport::channel::Change;
@@ -156,11 +188,18 @@ impl PeerTargets {
                 let channel = channel.clone();
                 async move { (*addr, is_serving(channel).await) }
             });
-            let healthy: BTreeSet<_> = futures::future::join_all(checks)
+            let mut healthy: BTreeSet<_> = futures::future::join_all(checks)
                 .await
                 .into_iter()
                 .filter_map(|(addr, serving)| serving.then_some(addr))
                 .collect();
+            if healthy.is_empty() {
+                // Ejecting every address would fail every call. When none passes its check
+                // (an overloaded host, a slow start) calls still go to all that resolve:
+                // they may succeed where a check timed out, and fail fast where nothing
+                // listens (the breaker takes it from there).
+                healthy = probes.keys().copied().collect();
+            }
             for addr in healthy.difference(&in_use) {
                 if let Ok(endpoint) = self.endpoint(&addr.to_string(), timeout) {
                     tracing::info!(peer = ?self.entries, %addr, "peer address in use");
@@ -172,7 +211,14 @@ impl PeerTargets {
                 let _ = changes.send(Change::Remove(*addr)).await;
             }
             in_use = healthy;
-            tokio::time::sleep(RESOLVE_INTERVAL).await;
+            tokio::select! {
+                () = tokio::time::sleep(RESOLVE_INTERVAL) => {}
+                () = wake.notified() => {
+                    // A caller failed to reach an address: check again soon, not at once,
+                    // so that a storm of failures is a few rounds, not a busy loop.
+                    tokio::time::sleep(RECHECK_PAUSE).await;
+                }
+            }
         }
     }
 }
@@ -255,7 +301,7 @@ pub struct PostDirectory {
 impl PostDirectory {
     /// Reaches post-service at `url` (`OBA_POST_SERVICE_URL`).
     pub fn connect(url: &Setting<String>) -> Result<Self, ConfigError> {
-        let channel = peer_channel(url)?;
+        let channel = peer_channel(url)?.channel;
         Ok(Self {
             posts: oba_proto::post::v1::post_service_client::PostServiceClient::with_interceptor(
                 channel,
@@ -505,6 +551,7 @@ type Breaker = failsafe::StateMachine<
 #[derive(Clone)]
 pub struct GuardedChannel {
     inner: Channel,
+    recheck: Recheck,
     peer: &'static str,
     in_flight: Arc<Semaphore>,
     breaker: Breaker,
@@ -516,7 +563,7 @@ pub struct GuardedChannel {
 
 impl GuardedChannel {
     pub fn new(
-        inner: Channel,
+        inner: PeerTransport,
         peer: &'static str,
         policy: PeerPolicy,
         metrics: &PeerMetrics,
@@ -538,7 +585,8 @@ impl GuardedChannel {
             })
             .build();
         Self {
-            inner,
+            inner: inner.channel,
+            recheck: inner.recheck,
             peer,
             in_flight: Arc::new(Semaphore::new(policy.max_in_flight)),
             breaker,
@@ -609,6 +657,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for GuardedChannel {
         let mut channel = std::mem::replace(&mut self.inner, ready);
         let call = channel.call(request);
         let (breaker, metrics) = (self.breaker.clone(), self.metrics.clone());
+        let recheck = self.recheck.clone();
         Box::pin(async move {
             let (_permit, _probe) = (permit, probe);
             match breaker.call(call).await {
@@ -622,6 +671,9 @@ impl tower::Service<http::Request<tonic::body::Body>> for GuardedChannel {
                 Err(failsafe::Error::Inner(error)) => {
                     let reason = transport_failure(&error);
                     metrics.failed(peer, reason);
+                    if reason == CallFailure::Unreachable {
+                        recheck.now();
+                    }
                     let status = match reason {
                         CallFailure::Timeout => tonic::Status::deadline_exceeded(format!(
                             "{peer} did not answer in time"

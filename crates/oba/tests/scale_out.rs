@@ -1,13 +1,19 @@
 //! Replicas beside the first ones, in production mode (processes on PostgreSQL and NATS
-//! JetStream): reads spread over two post-service replicas and skip a dead one; a live
-//! watcher is served whichever notification-service replica projected its notifications;
-//! any edge serves any request.
+//! JetStream): reads spread over two replicas found through DNS and skip a dead one, of every
+//! service in turn; writes through two relays per service publish and apply each event once;
+//! a live watcher is served whichever notification-service replica projected its
+//! notifications; any edge serves any request.
+//!
+//! The balanced peer name is resolved by the system resolver, as in Kubernetes (a headless
+//! Service's name has an address per pod): `replicas.oba.test` must resolve to 127.0.0.1 and
+//! 127.0.0.2, from `/etc/hosts` (`.ci/run` adds the two lines).
 
 #![cfg_attr(not(oba_test_postgres), allow(dead_code, unused_imports))]
 
 mod support;
 
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -15,6 +21,10 @@ use futures::StreamExt;
 use oba::Service;
 use serde_json::{Value, json};
 use support::{TestSystem, ws};
+
+/// Each test here runs a dozen processes; run at once on two cores they would starve each
+/// other's health checks and budgets. One at a time, then.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A GraphQL request to the edge at `base`.
 async fn gql_at(app: &TestSystem, base: &str, token: Option<&str>, query: &str) -> Value {
@@ -42,6 +52,7 @@ async fn gql_at(app: &TestSystem, base: &str, token: Option<&str>, query: &str) 
     ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
 )]
 async fn a_watcher_on_one_edge_gets_every_notification_made_through_another() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let mut app = TestSystem::start_production().await;
     let (alice, _) = app.register("alice").await;
     // A second notification-service replica (sharing the durable consumer: events are split
@@ -141,6 +152,74 @@ async fn a_watcher_on_one_edge_gets_every_notification_made_through_another() {
     }
 }
 
+/// The name every second replica shares with the first, as a headless Service's name does.
+const REPLICAS_HOST: &str = "replicas.oba.test";
+
+/// Fails with the fix when the test name does not resolve to both loopback addresses.
+async fn assert_replicas_host_resolves() {
+    let found: BTreeSet<IpAddr> = tokio::net::lookup_host((REPLICAS_HOST, 80))
+        .await
+        .map(|addrs| addrs.map(|a| a.ip()).collect())
+        .unwrap_or_default();
+    let wanted: BTreeSet<IpAddr> = ["127.0.0.1", "127.0.0.2"]
+        .iter()
+        .map(|a| a.parse().expect("ip"))
+        .collect();
+    assert_eq!(
+        found, wanted,
+        "{REPLICAS_HOST} must resolve to 127.0.0.1 and 127.0.0.2: add \
+         `127.0.0.1 {REPLICAS_HOST}` and `127.0.0.2 {REPLICAS_HOST}` to /etc/hosts"
+    );
+}
+
+/// The peer URL naming both replicas of `service` (the first on 127.0.0.1, the second on
+/// 127.0.0.2, same port).
+fn balanced_url(app: &TestSystem, service: Service) -> String {
+    format!("http://{REPLICAS_HOST}:{}", app.addr(service).port())
+}
+
+/// Starts a second replica of every service but the edge on 127.0.0.2 (the first's port),
+/// then an edge that reaches every service by the shared name; returns the edge's URL and
+/// the second replicas' addresses.
+async fn second_replicas_and_a_balanced_edge(
+    app: &mut TestSystem,
+) -> (String, BTreeMap<Service, SocketAddr>) {
+    assert_replicas_host_resolves().await;
+    let backends: Vec<Service> = Service::ALL
+        .into_iter()
+        .filter(|s| *s != Service::BlogAggregator)
+        .collect();
+    let mut seconds = BTreeMap::new();
+    for service in &backends {
+        let listen = SocketAddr::new([127, 0, 0, 2].into(), app.addr(*service).port());
+        let post_service = balanced_url(app, Service::PostService);
+        let addr = app
+            .processes()
+            .start_replica(
+                *service,
+                &[
+                    ("OBA_LISTEN_ADDR", listen.to_string()),
+                    ("OBA_POST_SERVICE_URL", post_service),
+                ],
+            )
+            .await;
+        seconds.insert(*service, addr);
+    }
+    let peers: Vec<(&str, String)> = backends
+        .iter()
+        .filter_map(|s| Some((s.url_key()?, balanced_url(app, *s))))
+        .collect();
+    let edge = app
+        .processes()
+        .start_replica(Service::BlogAggregator, &peers)
+        .await;
+    tokio::time::sleep(SETTLE).await;
+    (format!("http://{edge}"), seconds)
+}
+
+/// Long enough for a re-resolve and a health check of every address to have happened.
+const SETTLE: Duration = Duration::from_secs(5);
+
 /// ListPosts calls the post-service replica at `addr` has served.
 async fn list_calls(app: &TestSystem, addr: SocketAddr) -> u64 {
     let text = app.metrics(&format!("http://{addr}")).await;
@@ -168,36 +247,39 @@ async fn read_lists(app: &TestSystem, base: &str, n: usize) -> usize {
     not(oba_test_postgres),
     ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
 )]
-async fn reads_spread_over_replicas_and_skip_a_dead_one() {
+async fn reads_spread_over_replicas_found_by_name_and_skip_a_dead_one() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let mut app = TestSystem::start_production().await;
     let (alice, _) = app.register("alice").await;
     app.create_post(&alice, "Spread", &[]).await;
+    assert_replicas_host_resolves().await;
     let first = app.addr(Service::PostService);
     let second = app
         .processes()
         .start_replica(
             Service::PostService,
-            &[("OBA_LISTEN_ADDR", "127.0.0.2:0".to_owned())],
+            &[("OBA_LISTEN_ADDR", format!("127.0.0.2:{}", first.port()))],
         )
         .await;
-    // An edge that knows post-service by both addresses (as a headless Service's name
-    // resolves to every pod).
+    // An edge that knows post-service by a name resolving to both replicas.
+    let post_service = balanced_url(&app, Service::PostService);
     let edge = app
         .processes()
         .start_replica(
             Service::BlogAggregator,
-            &[("OBA_POST_SERVICE_URL", format!("http://{first},{second}"))],
+            &[("OBA_POST_SERVICE_URL", post_service)],
         )
         .await;
     let edge = format!("http://{edge}");
-    let settle = oba_kit::peer::RESOLVE_INTERVAL * 2 + Duration::from_secs(1);
+    let settle = SETTLE;
     tokio::time::sleep(settle).await;
 
     let before = (
         list_calls(&app, first).await,
         list_calls(&app, second).await,
     );
-    assert_eq!(read_lists(&app, &edge, 1000).await, 0);
+    let failed = read_lists(&app, &edge, 1000).await;
+    assert_eq!(failed, 0, "{}", app.log(Service::BlogAggregator));
     let served = (
         list_calls(&app, first).await - before.0,
         list_calls(&app, second).await - before.1,
@@ -237,6 +319,7 @@ async fn reads_spread_over_replicas_and_skip_a_dead_one() {
     ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
 )]
 async fn sign_in_limit_is_shared_by_user_service_replicas() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let mut app = TestSystem::start_production().await;
     app.register("alice").await;
     // Edge 2 signs in through a second user-service replica only; edge 1 through the first.
@@ -270,4 +353,328 @@ async fn sign_in_limit_is_shared_by_user_service_replicas() {
         "10 attempts per account and minute, whichever replica counts them: {statuses:?}"
     );
     assert!(statuses[10..].iter().all(|s| *s == 429), "{statuses:?}");
+}
+
+/// A page that needs every service but the edge: posts and authors, like and comment
+/// counts, trending, the reader's notifications.
+const EVERY_SERVICE: &str = "{ posts(first: 5) { edges { node { likeCount commentCount author { username } } } } trending(first: 3) { slug } notifications(first: 5) { nodes { id } } }";
+
+/// `n` reads of [`EVERY_SERVICE`] through the edge at `base`, 4 at a time: the failures
+/// (an error or a missing, degraded fact).
+async fn failed_reads(http: &reqwest::Client, base: &str, token: &str, n: usize) -> Vec<String> {
+    futures::stream::iter(0..n)
+        .map(|_| {
+            let request = http
+                .post(format!("{base}/graphql"))
+                .bearer_auth(token)
+                .json(&json!({ "query": EVERY_SERVICE }))
+                .send();
+            async move {
+                match request.await {
+                    Ok(response) => match response.json::<Value>().await {
+                        Ok(body) if body.get("errors").is_none() => None,
+                        Ok(body) => Some(body.to_string()),
+                        Err(e) => Some(e.to_string()),
+                    },
+                    Err(e) => Some(e.to_string()),
+                }
+            }
+        })
+        .buffer_unordered(4)
+        .filter_map(std::future::ready)
+        .collect()
+        .await
+}
+
+/// gRPC calls (health checks aside) the replica at `addr` has served since it started.
+async fn calls_served(app: &TestSystem, addr: SocketAddr) -> u64 {
+    let text = app.metrics(&format!("http://{addr}")).await;
+    text.lines()
+        .filter(|l| l.starts_with("oba_grpc_requests_total{") && !l.contains("Health"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(oba_test_postgres),
+    ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
+)]
+async fn every_service_loses_a_replica_under_load_and_gets_it_back() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut app = TestSystem::start_production().await;
+    let (alice, _) = app.register("alice").await;
+    let (bob, _) = app.register("bob").await;
+    let post = app.create_post(&alice, "Replicated", &[]).await;
+    let slug = post["slug"].as_str().expect("slug").to_owned();
+    app.ok(
+        Some(&bob),
+        &format!("mutation {{ likePost(slug: \"{slug}\") {{ likeCount }} }}"),
+        json!({}),
+    )
+    .await;
+    app.ok(
+        Some(&bob),
+        "mutation { follow(username: \"alice\") { following } }",
+        json!({}),
+    )
+    .await;
+    let (edge, seconds) = second_replicas_and_a_balanced_edge(&mut app).await;
+    let none: Vec<String> = Vec::new();
+    assert_eq!(failed_reads(&app.http, &edge, &alice, 100).await, none);
+
+    // Readers keep reading throughout; what they see while a replica is being ejected is
+    // not judged, what everyone sees after is.
+    let load_stop = oba_kit::shutdown::CancellationToken::new();
+    let load = tokio::spawn({
+        let (http, edge, alice, stop) = (
+            app.http.clone(),
+            edge.clone(),
+            alice.clone(),
+            load_stop.clone(),
+        );
+        async move {
+            while !stop.is_cancelled() {
+                failed_reads(&http, &edge, &alice, 16).await;
+            }
+        }
+    });
+    for (service, second) in seconds {
+        app.processes().kill_replica(second).await;
+        tokio::time::sleep(SETTLE).await;
+        assert_eq!(
+            failed_reads(&app.http, &edge, &alice, 100).await,
+            none,
+            "a {} replica is gone",
+            service.name()
+        );
+        let post_service = balanced_url(&app, Service::PostService);
+        let restarted = app
+            .processes()
+            .start_replica(
+                service,
+                &[
+                    ("OBA_LISTEN_ADDR", second.to_string()),
+                    ("OBA_POST_SERVICE_URL", post_service),
+                ],
+            )
+            .await;
+        assert_eq!(restarted, second);
+        tokio::time::sleep(SETTLE).await;
+        let before = app.metrics(&edge).await;
+        let failed = failed_reads(&app.http, &edge, &alice, 100).await;
+        if !failed.is_empty() {
+            let edge_metrics = format!("{before}\n---- after\n{}", app.metrics(&edge).await);
+            let replica_metrics = app.metrics(&format!("http://{restarted}")).await;
+            panic!(
+                "{} is back, yet {} of 100 reads failed, first {}\nedge: {}\nreplica: {}\nlog: {}",
+                service.name(),
+                failed.len(),
+                failed[0],
+                edge_metrics
+                    .lines()
+                    .filter(|l| l.starts_with("oba_peer"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                replica_metrics
+                    .lines()
+                    .filter(|l| l.starts_with("oba_grpc"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                app.log(Service::BlogAggregator)
+            );
+        }
+        assert!(
+            calls_served(&app, restarted).await > 0,
+            "traffic returns to the restarted {} replica",
+            service.name()
+        );
+    }
+    load_stop.cancel();
+    load.await.expect("load task");
+    // A dead replica is ejected on the first call that cannot reach it, before failures
+    // pile up: no service's breaker opened although one replica of each died.
+    let metrics = app.metrics(&edge).await;
+    let paused: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("oba_peer_call_failures_total") && l.contains("BreakerOpen"))
+        .collect();
+    assert!(paused.is_empty(), "{paused:?}");
+}
+
+/// One number from a query on the database at `url`.
+async fn count(url: &str, sql: &str) -> i64 {
+    use sea_orm::sqlx::{Connection, Row};
+    let mut connection = sea_orm::sqlx::PgConnection::connect(url)
+        .await
+        .expect("connect");
+    sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&mut connection)
+        .await
+        .expect(sql)
+        .get::<i64, _>(0)
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(oba_test_postgres),
+    ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
+)]
+async fn writes_through_two_replicas_of_everything_are_published_and_applied_once() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut app = TestSystem::start_production().await;
+    let (edge, _) = second_replicas_and_a_balanced_edge(&mut app).await;
+    let (alice, _) = app.register("alice").await;
+    let (bob, _) = app.register("bob").await;
+    let (carol, _) = app.register("carol").await;
+    let mut slugs = Vec::new();
+    for i in 0..10 {
+        let post = app.create_post(&alice, &format!("Post {i}"), &[]).await;
+        slugs.push(post["slug"].as_str().expect("slug").to_owned());
+    }
+
+    // 1,000 writes through the balanced edge, each one an event: 50 rounds of the 20
+    // (reader, post) pairs, 8 at a time; by round a comment, a like, an unlike, a comment...
+    let mut failures = Vec::new();
+    for round in 0..50 {
+        let writes: Vec<(String, String)> = (0..20)
+            .map(|pair| {
+                let token = if pair % 2 == 0 { &bob } else { &carol };
+                let slug = &slugs[pair / 2];
+                let mutation = match round % 3 {
+                    0 => format!(
+                        "mutation {{ addComment(slug: \"{slug}\", body: \"round {round}\") {{ id }} }}"
+                    ),
+                    1 => format!("mutation {{ likePost(slug: \"{slug}\") {{ slug }} }}"),
+                    _ => format!("mutation {{ unlikePost(slug: \"{slug}\") {{ slug }} }}"),
+                };
+                (token.clone(), mutation)
+            })
+            .collect();
+        let round_failures: Vec<String> = futures::stream::iter(writes)
+            .map(|(token, mutation)| {
+                let request = app
+                    .http
+                    .post(format!("{edge}/graphql"))
+                    .bearer_auth(token)
+                    .json(&json!({ "query": mutation }))
+                    .send();
+                async move {
+                    let body: Value = match request.await {
+                        Ok(response) => response.json().await.unwrap_or_default(),
+                        Err(e) => return Some(e.to_string()),
+                    };
+                    body.get("errors").map(|e| e.to_string())
+                }
+            })
+            .buffer_unordered(8)
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        failures.extend(round_failures);
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+
+    // The publishers' databases (rank- and notification-service only consume).
+    let databases: Vec<String> = [
+        Service::UserService,
+        Service::PostService,
+        Service::CommentService,
+        Service::LikeService,
+    ]
+    .into_iter()
+    .filter_map(|s| app.processes().database_url(s).map(str::to_owned))
+    .collect();
+    let stream = app.processes().stream().to_owned();
+    let nats = async_nats::jetstream::new(
+        async_nats::connect(std::env::var("OBA_TEST_NATS_URL").expect("nats"))
+            .await
+            .expect("nats"),
+    );
+    // Every outbox row published, then exactly as many messages on the stream.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (rows, messages) = loop {
+        let mut rows = 0;
+        let mut pending = 0;
+        for url in &databases {
+            rows += count(url, "SELECT count(*) FROM outbox").await;
+            pending += count(
+                url,
+                "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+            )
+            .await;
+        }
+        let messages = nats
+            .get_stream(&stream)
+            .await
+            .expect("stream")
+            .info()
+            .await
+            .expect("info")
+            .state
+            .messages;
+        if pending == 0 && u64::try_from(rows).is_ok_and(|r| r == messages) {
+            break (rows, messages);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{pending} unpublished of {rows} rows, {messages} messages"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(
+        rows >= 1000,
+        "{rows} events for 1,000 writes and the set-up"
+    );
+    assert_eq!(
+        u64::try_from(rows).ok(),
+        Some(messages),
+        "each row published once"
+    );
+
+    // Applied once: rank-service's counts equal the sources' (a redelivered event counted
+    // twice would exceed them).
+    let likes_db = app
+        .processes()
+        .database_url(Service::LikeService)
+        .expect("db")
+        .to_owned();
+    let comments_db = app
+        .processes()
+        .database_url(Service::CommentService)
+        .expect("db")
+        .to_owned();
+    let rank_db = app
+        .processes()
+        .database_url(Service::RankService)
+        .expect("db")
+        .to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let likes = count(&likes_db, "SELECT count(*) FROM likes").await;
+        let comments = count(&comments_db, "SELECT count(*) FROM comments").await;
+        let ranked = (
+            count(
+                &rank_db,
+                "SELECT COALESCE(SUM(likes), 0)::bigint FROM rank_posts",
+            )
+            .await,
+            count(
+                &rank_db,
+                "SELECT COALESCE(SUM(comments), 0)::bigint FROM rank_posts",
+            )
+            .await,
+        );
+        if ranked == (likes, comments) {
+            // 17 comment rounds; 17 like and 16 unlike rounds leave every pair liked.
+            assert_eq!((likes, comments), (20, 340), "every write applied once");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rank-service counts {ranked:?}, sources {:?}",
+            (likes, comments)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

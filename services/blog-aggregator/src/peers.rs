@@ -11,7 +11,8 @@ use std::time::Instant;
 use oba_kit::auth::Credential;
 use oba_kit::config::{ConfigError, Setting};
 use oba_kit::peer::{
-    GuardedChannel, Outgoing, PeerMetrics, PeerPolicy, peer_channel, peer_channel_for_streams,
+    GuardedChannel, Outgoing, PeerMetrics, PeerPolicy, PeerTransport, peer_channel,
+    peer_channel_for_streams,
 };
 use oba_proto::comment::v1::comment_service_client::CommentServiceClient;
 use oba_proto::like::v1::like_service_client::LikeServiceClient;
@@ -47,14 +48,14 @@ struct Peer {
 impl Peer {
     fn connect(
         name: &'static str,
-        raw: Channel,
+        channel: PeerTransport,
         policy: PeerPolicy,
         metrics: &PeerMetrics,
     ) -> Self {
         Self {
             name,
-            guarded: GuardedChannel::new(raw.clone(), name, policy, metrics),
-            raw,
+            raw: channel.channel.clone(),
+            guarded: GuardedChannel::new(channel, name, policy, metrics),
         }
     }
 }

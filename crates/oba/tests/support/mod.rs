@@ -124,6 +124,12 @@ impl TestSystem {
         }
     }
 
+    /// What the processes of `service` logged (production mode), for failure messages.
+    pub fn log(&self, service: Service) -> String {
+        let log = self.data_dir.join(format!("{}.log", service.name()));
+        std::fs::read_to_string(log).unwrap_or_default()
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }

@@ -253,6 +253,16 @@ impl Processes {
         self.addrs.get(&service).copied()
     }
 
+    /// The database of `service` (all its replicas share it).
+    pub fn database_url(&self, service: Service) -> Option<&str> {
+        self.database_urls.get(&service).map(String::as_str)
+    }
+
+    /// The JetStream stream (and subject prefix) of this run.
+    pub fn stream(&self) -> &str {
+        &self.tag
+    }
+
     pub fn edge_url(&self) -> String {
         format!("http://{}", self.addrs[&Service::BlogAggregator])
     }
