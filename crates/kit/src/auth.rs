@@ -11,7 +11,9 @@
 //! Keys are PEM files named by configuration. For a newcomer's `oba up`,
 //! [`ensure_dev_keypair`] creates a pair in the data directory on first start.
 
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
@@ -141,7 +143,35 @@ pub struct TokenVerifier {
     key: DecodingKey,
     validation: Validation,
     service_validation: Validation,
+    verified: Arc<VerifiedTokens>,
 }
+
+/// Credentials this process has verified, by token, until they expire. A service sees the
+/// same few tokens on every call (the edge's credential, a signed-in user's session) and an
+/// Ed25519 check costs tens of microseconds, on every hop; a hit costs a map lookup. Only
+/// valid tokens are kept, at most [`VERIFIED_TOKENS`], least recently used evicted first.
+struct VerifiedTokens {
+    entries: Mutex<lru::LruCache<Box<str>, Verified>>,
+}
+
+/// What a valid token proves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verified {
+    User(Claims),
+    Service(ServiceClaims),
+}
+
+impl Verified {
+    fn expires_at(&self) -> i64 {
+        match self {
+            Self::User(claims) => claims.exp,
+            Self::Service(claims) => claims.exp,
+        }
+    }
+}
+
+/// How many verified tokens a process remembers (a few hundred bytes each).
+const VERIFIED_TOKENS: NonZeroUsize = NonZeroUsize::new(10_000).expect("non-zero");
 
 impl TokenVerifier {
     pub fn from_pem_file(path: &Setting<PathBuf>) -> Result<Self, ConfigError> {
@@ -164,7 +194,39 @@ impl TokenVerifier {
             key,
             validation,
             service_validation,
+            verified: Arc::new(VerifiedTokens {
+                entries: Mutex::new(lru::LruCache::new(VERIFIED_TOKENS)),
+            }),
         }
+    }
+
+    /// What a token proves, a user's session or a service credential: verified, or found
+    /// verified earlier and not expired since.
+    pub fn verified(&self, token: &str) -> Result<Verified, TokenError> {
+        let now = chrono::Utc::now().timestamp();
+        let known = self
+            .verified
+            .entries
+            .lock()
+            .ok()
+            .and_then(|mut entries| entries.get(token).cloned());
+        if let Some(verified) = known {
+            // As exact as the check itself: a token is dead from the second it names.
+            return if now < verified.expires_at() {
+                Ok(verified)
+            } else {
+                Err(TokenError::Expired)
+            };
+        }
+        let verified = match self.verify(token) {
+            Ok(claims) => Verified::User(claims),
+            Err(TokenError::Expired) => return Err(TokenError::Expired),
+            Err(TokenError::Invalid) => Verified::Service(self.verify_service(token)?),
+        };
+        if let Ok(mut entries) = self.verified.entries.lock() {
+            entries.put(token.into(), verified.clone());
+        }
+        Ok(verified)
     }
 
     /// A user's session token.
@@ -223,14 +285,10 @@ impl Caller {
         let Some(value) = value else {
             return Ok(Self::Anonymous);
         };
-        let token = token_of(value, &["Bearer"])?;
-        match verifier.verify(token) {
-            Ok(claims) => Ok(Self::User(Actor::from_claims(&claims))),
-            Err(TokenError::Expired) => Err(TokenError::Expired),
-            Err(TokenError::Invalid) => verifier
-                .verify_service(token)
-                .map(|claims| Self::Service(claims.svc)),
-        }
+        Ok(match verifier.verified(token_of(value, &["Bearer"])?)? {
+            Verified::User(claims) => Self::User(Actor::from_claims(&claims)),
+            Verified::Service(claims) => Self::Service(claims.svc),
+        })
     }
 
     /// The caller of a gRPC request, as the server's authentication layer recorded it.
@@ -405,6 +463,36 @@ mod tests {
         let (_, created_again) = ensure_dev_keypair(dir.path()).expect("second");
         assert!(created && !created_again);
         assert_eq!(std::fs::read(&first.private_key).expect("read"), before);
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires_on_time() {
+        let (_dir, signer, verifier) = pair();
+        let now = chrono::Utc::now().timestamp();
+        let claims = Claims {
+            sub: Uuid::now_v7(),
+            username: "alice".into(),
+            role: Role::User,
+            iat: now - 10,
+            exp: now + 2,
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &signer.key)
+            .expect("sign");
+        assert_eq!(
+            verifier.verified(&token),
+            Ok(Verified::User(claims.clone()))
+        );
+        // Now answered from memory, as long as the token lives.
+        assert_eq!(verifier.verified(&token), Ok(Verified::User(claims)));
+        std::thread::sleep(Duration::from_millis(2100));
+        assert_eq!(verifier.verified(&token), Err(TokenError::Expired));
+        // A token that never verified is never remembered.
+        let mut forged = token.clone().into_bytes();
+        let at = forged.len() - 10;
+        forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).expect("ascii");
+        assert_eq!(verifier.verified(&forged), Err(TokenError::Invalid));
+        assert_eq!(verifier.verified(&forged), Err(TokenError::Invalid));
     }
 
     #[test]

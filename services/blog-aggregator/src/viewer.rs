@@ -3,7 +3,7 @@
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use oba_kit::ServiceError;
-use oba_kit::auth::{Claims, Credential, TokenError, TokenVerifier, token_of};
+use oba_kit::auth::{Claims, Credential, TokenError, TokenVerifier, Verified, token_of};
 
 #[derive(Debug, Clone)]
 pub enum Viewer {
@@ -38,7 +38,10 @@ impl Viewer {
         };
         // RealWorld clients send `Token <jwt>`; everyone else `Bearer <jwt>`.
         let token = token_of(value, &["Bearer", "Token"])?;
-        let claims = verifier.verify(token)?;
+        // A service credential is not a session.
+        let Verified::User(claims) = verifier.verified(token)? else {
+            return Err(TokenError::Invalid);
+        };
         let credential = Credential::bearer(token).ok_or(TokenError::Invalid)?;
         Ok(Self::User { claims, credential })
     }
