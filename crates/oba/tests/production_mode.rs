@@ -116,3 +116,70 @@ async fn a_database_outage_fails_cleanly_and_recovers_without_restarting_anythin
     );
     app.ok(Some(&token), create, json!({})).await;
 }
+
+/// One number from a query on the database at `url`.
+async fn count(url: &str, sql: &str) -> i64 {
+    use sea_orm::sqlx::{Connection, Row};
+    let mut connection = sea_orm::sqlx::PgConnection::connect(url)
+        .await
+        .expect("connect");
+    sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&mut connection)
+        .await
+        .expect(sql)
+        .get::<i64, _>(0)
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(oba_test_postgres),
+    ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
+)]
+async fn reads_are_counted_in_memory_and_reported_as_one_event_per_post() {
+    let mut app = TestSystem::start_production().await;
+    let (token, _) = app.register("nora").await;
+    app.create_post(&token, "Read often", &[]).await;
+    let posts_db = app
+        .processes()
+        .database_url(Service::PostService)
+        .expect("db")
+        .to_owned();
+    let rank_db = app
+        .processes()
+        .database_url(Service::RankService)
+        .expect("db")
+        .to_owned();
+    for _ in 0..20 {
+        let read = app
+            .http
+            .get(format!("{}/api/articles/read-often", app.url))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(read.status(), 200);
+    }
+    // Every read reaches trending, within about a report interval (1 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let views = count(
+            &rank_db,
+            "SELECT COALESCE(SUM(views), 0)::bigint FROM rank_posts",
+        )
+        .await;
+        if views == 20 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{views} of 20 views");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // ...as one event per report interval the reads spanned, not one write per read.
+    let events = count(
+        &posts_db,
+        "SELECT count(*) FROM outbox WHERE event_type = 'post.viewed'",
+    )
+    .await;
+    assert!(
+        (1..=3).contains(&events),
+        "{events} post.viewed events for 20 reads"
+    );
+}

@@ -79,6 +79,7 @@ async fn two_relays_on_one_outbox_publish_each_event_once() {
     for _ in 0..EVENTS {
         let event = oba_proto::event::v1::PostViewed {
             post_id: uuid::Uuid::now_v7().to_string(),
+            count: 1,
         };
         outbox
             .enqueue(&writer, "post.viewed", &event.post_id, &event)

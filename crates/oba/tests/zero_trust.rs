@@ -26,7 +26,7 @@ scenarios!(
     no_token_grants_nothing_on_any_service_port,
     a_forged_token_is_refused_on_every_service_port,
     a_users_token_acts_only_as_that_user,
-    only_the_edge_may_clean_up_after_a_deleted_post,
+    only_the_edge_may_clean_up_after_a_deleted_post_or_report_views,
     a_token_of_an_unknown_account_stores_nothing_and_lists_stay_up,
 );
 
@@ -423,7 +423,7 @@ async fn a_users_token_acts_only_as_that_user(app: TestSystem) {
     );
 }
 
-async fn only_the_edge_may_clean_up_after_a_deleted_post(app: TestSystem) {
+async fn only_the_edge_may_clean_up_after_a_deleted_post_or_report_views(app: TestSystem) {
     let (alice, bob, post) = alices_post(&app).await;
     app.ok(
         Some(&bob),
@@ -448,6 +448,7 @@ async fn only_the_edge_may_clean_up_after_a_deleted_post(app: TestSystem) {
         .expect("sign");
     let mut comments = CommentServiceClient::new(channel(&app, Service::CommentService).await);
     let mut likes = LikeServiceClient::new(channel(&app, Service::LikeService).await);
+    let mut posts = PostServiceClient::new(channel(&app, Service::PostService).await);
     for (token, code) in [
         (None, Code::Unauthenticated),
         (Some(alice.as_str()), Code::PermissionDenied),
@@ -475,6 +476,18 @@ async fn only_the_edge_may_clean_up_after_a_deleted_post(app: TestSystem) {
             likes.delete_post_likes(with_token(request, token)).await,
             code,
             "DeletePostLikes",
+        );
+        // Views rank posts: only the edge, which counts real reads, reports them.
+        let request = post_pb::RecordViewsRequest {
+            posts: vec![post_pb::PostViews {
+                post_id: post.id.clone(),
+                count: 1_000_000,
+            }],
+        };
+        assert_code(
+            posts.record_views(with_token(request, token)).await,
+            code,
+            "RecordViews",
         );
     }
     assert_eq!(like_and_comment_counts(&app, &post.slug).await, (1, 1));

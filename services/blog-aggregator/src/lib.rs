@@ -54,6 +54,8 @@ pub struct Config {
     /// How peers are guarded (`OBA_PEER_MAX_IN_FLIGHT`, `OBA_PEER_BREAKER_FAILURES`,
     /// `OBA_PEER_BREAKER_OPEN_MS`).
     pub peer_policy: PeerPolicy,
+    /// How often counted reads of posts are reported to post-service (`OBA_VIEW_REPORT_MS`).
+    pub view_report_interval: Duration,
 }
 
 impl Config {
@@ -95,6 +97,9 @@ impl Config {
                     env.parsed("OBA_PEER_BREAKER_OPEN_MS", 2_000).value,
                 ),
             },
+            view_report_interval: Duration::from_millis(
+                env.parsed("OBA_VIEW_REPORT_MS", 1_000).value.max(1),
+            ),
         }
     }
 }
@@ -141,6 +146,7 @@ pub async fn app(config: &Config) -> Result<ServiceApp, ConfigError> {
         })
         .transpose()?;
     let clients = client::Clients::new(address_header, config.sign_ins_per_minute);
+    let peers_for_views = peers.clone();
     let state = graphql::GraphqlState {
         schema: graphql::schema(),
         introspection_schema: graphql::introspection_schema(),
@@ -171,7 +177,10 @@ pub async fn app(config: &Config) -> Result<ServiceApp, ConfigError> {
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
         .layer(axum::middleware::map_response(rest::error::realworld_413));
     let http = graphql.merge(rest).layer(cors);
-    Ok(app.http(http))
+    let (views, interval) = (peers_for_views, config.view_report_interval);
+    Ok(app.http(http).background(move |shutdown| {
+        Box::pin(views.views.clone().report_every(interval, views, shutdown))
+    }))
 }
 
 /// Reads the service credential and checks it now, so that a wrong or expired one fails

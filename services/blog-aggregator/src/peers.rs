@@ -74,6 +74,8 @@ pub struct PeerChannels {
     notification_streams: GuardedChannel,
     service_credential: Credential,
     pub metrics: PeerMetrics,
+    /// Reads of posts, reported to post-service in batches.
+    pub views: crate::compose::views::ViewCounts,
 }
 
 /// Health of one peer's channel, as the edge sees it.
@@ -108,6 +110,7 @@ impl PeerChannels {
             ),
             service_credential,
             metrics,
+            views: crate::compose::views::ViewCounts::default(),
         })
     }
 

@@ -14,6 +14,11 @@ use oba_kit::page::page_size;
 use crate::domain::{PostChanges, PostContent, PostFilter};
 use crate::storage::{PageStart, Post, PostStore};
 
+/// Who may report views: the edge, which counts the reads it serves.
+const VIEW_REPORTERS: &[&str] = &["blog-aggregator"];
+/// Posts per `RecordViews` call at most (the edge sends larger batches in chunks).
+pub const MAX_VIEWED_POSTS_PER_CALL: usize = 1_000;
+
 pub struct PostGrpc {
     store: PostStore,
 }
@@ -111,12 +116,25 @@ impl PostService for PostGrpc {
         }))
     }
 
-    async fn record_view(
+    async fn record_views(
         &self,
-        request: Request<pb::RecordViewRequest>,
+        request: Request<pb::RecordViewsRequest>,
     ) -> Result<Response<Empty>, Status> {
-        let post_id = parse_id("post_id", &request.into_inner().post_id)?;
-        self.store.record_view(post_id).await?;
+        // Views rank posts: only the edge, which counted real reads, may report them.
+        Caller::of(&request).require_service(VIEW_REPORTERS)?;
+        let posts = request.into_inner().posts;
+        if posts.len() > MAX_VIEWED_POSTS_PER_CALL {
+            return Err(ServiceError::InvalidInput {
+                field: "posts",
+                message: format!("at most {MAX_VIEWED_POSTS_PER_CALL} posts per call"),
+            }
+            .into());
+        }
+        let mut views = Vec::with_capacity(posts.len());
+        for post in posts {
+            views.push((parse_id("post_id", &post.post_id)?, post.count.max(1)));
+        }
+        self.store.record_views(views).await?;
         Ok(Response::new(Empty {}))
     }
 

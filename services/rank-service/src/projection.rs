@@ -68,7 +68,8 @@ impl Projection for TrendingProjection {
             }
             "post.viewed" => {
                 let e: PostViewed = decode(event)?;
-                storage::add(txn, parse_id("post_id", &e.post_id)?, Counter::Views, 1).await?;
+                let views = i64::from(e.count.max(1));
+                storage::add(txn, parse_id("post_id", &e.post_id)?, Counter::Views, views).await?;
             }
             // Other events of these subjects (post.updated) do not move the score.
             _ => {}

@@ -16,6 +16,7 @@
 pub mod error;
 pub mod live;
 pub mod loaders;
+pub mod views;
 
 use std::time::Duration;
 
@@ -510,20 +511,11 @@ impl BlogApi {
             .tags)
     }
 
-    /// A post as read by a person (GraphQL `post`, REST article GET): also records the view
-    /// for trending, without making the reader wait for it or fail with it.
+    /// A post as read by a person (GraphQL `post`, REST article GET): also counts the view
+    /// for trending (reported in batches, see [`views`]).
     pub async fn read_post(&self, slug: &str) -> ApiResult<post_pb::Post> {
         let post = self.post(slug).await?;
-        let mut posts = self.peers.posts.clone();
-        let request = post_pb::RecordViewRequest {
-            post_id: post.id.clone(),
-        };
-        let trace = oba_kit::trace::current().unwrap_or_else(oba_kit::trace::new_traceparent);
-        tokio::spawn(oba_kit::trace::scope(trace, async move {
-            if let Err(status) = posts.record_view(request).await {
-                tracing::debug!(%status, "view not recorded");
-            }
-        }));
+        self.channels.views.record(&post.id);
         Ok(post)
     }
 

@@ -3,7 +3,7 @@
 pub mod entity;
 pub mod migration;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 
 use chrono::Utc;
@@ -184,21 +184,30 @@ impl PostStore {
         Ok(post)
     }
 
-    /// Records a read of an existing post as a `post.viewed` event (no state of its own).
-    pub async fn record_view(&self, post_id: Uuid) -> Result<(), ServiceError> {
-        if post::Entity::find_by_id(post_id)
-            .one(&self.db)
+    /// Records counted reads of posts: one `post.viewed` event per existing post, all in one
+    /// transaction (no state of their own); reads of posts deleted meanwhile are dropped.
+    pub async fn record_views(&self, views: Vec<(Uuid, u32)>) -> Result<(), ServiceError> {
+        let ids: Vec<Uuid> = views.iter().map(|(id, _)| *id).collect();
+        let existing: HashSet<Uuid> = post::Entity::find()
+            .select_only()
+            .column(post::Column::Id)
+            .filter(post::Column::Id.is_in(ids))
+            .into_tuple::<Uuid>()
+            .all(&self.db)
             .await?
-            .is_none()
-        {
-            return Err(ServiceError::NotFound("post"));
+            .into_iter()
+            .collect();
+        let txn = self.db.begin().await?;
+        for (post_id, count) in views.into_iter().filter(|(id, _)| existing.contains(id)) {
+            let event = PostViewed {
+                post_id: post_id.to_string(),
+                count,
+            };
+            self.outbox
+                .enqueue(&txn, "post.viewed", post_id, &event)
+                .await?;
         }
-        let event = PostViewed {
-            post_id: post_id.to_string(),
-        };
-        self.outbox
-            .enqueue(&self.db, "post.viewed", post_id, &event)
-            .await?;
+        txn.commit().await?;
         self.outbox.committed();
         Ok(())
     }
