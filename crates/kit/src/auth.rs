@@ -465,19 +465,24 @@ mod tests {
         assert_eq!(std::fs::read(&first.private_key).expect("read"), before);
     }
 
-    #[test]
-    fn a_remembered_token_still_expires_on_time() {
-        let (_dir, signer, verifier) = pair();
-        let now = chrono::Utc::now().timestamp();
+    /// A session of alice's that expires at `exp` (Unix seconds), and its claims.
+    fn alice_until(signer: &TokenSigner, exp: i64) -> (Claims, String) {
         let claims = Claims {
             sub: Uuid::now_v7(),
             username: "alice".into(),
             role: Role::User,
-            iat: now - 10,
-            exp: now + 2,
+            iat: exp - 10,
+            exp,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &signer.key)
             .expect("sign");
+        (claims, token)
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires_on_time() {
+        let (_dir, signer, verifier) = pair();
+        let (claims, token) = alice_until(&signer, chrono::Utc::now().timestamp() + 2);
         assert_eq!(
             verifier.verified(&token),
             Ok(Verified::User(claims.clone()))
@@ -498,16 +503,7 @@ mod tests {
     #[test]
     fn a_token_expiring_now_is_refused() {
         let (_dir, signer, verifier) = pair();
-        let now = chrono::Utc::now().timestamp();
-        let claims = Claims {
-            sub: Uuid::now_v7(),
-            username: "alice".into(),
-            role: Role::User,
-            iat: now - 10,
-            exp: now,
-        };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &signer.key)
-            .expect("sign");
+        let (_, token) = alice_until(&signer, chrono::Utc::now().timestamp());
         assert_eq!(verifier.verify(&token), Err(TokenError::Expired));
     }
 

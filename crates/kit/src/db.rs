@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 use sea_orm_migration::MigratorTrait;
 
 use crate::config::{ConfigError, Env, Setting};
@@ -50,18 +50,22 @@ pub async fn connect_and_migrate<M: MigratorTrait>(
         .max_connections(config.max_connections)
         .connect_timeout(config.connect_timeout)
         .acquire_timeout(config.connect_timeout)
-        .sqlx_logging(false);
+        .sqlx_logging(false)
+        // On every connection of the pool (a pragma sent once would reach one of them).
+        // WAL lets readers proceed while one writer commits; with WAL, NORMAL syncs at
+        // checkpoints rather than at every commit: a killed process loses nothing, a power
+        // cut may lose the last commits, never the file's consistency.
+        .map_sqlx_sqlite_opts(|options| {
+            use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+            options
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+        });
     let db = Database::connect(options).await.map_err(|e| {
         config
             .url
             .problem(format!("cannot connect to the database: {e}"))
     })?;
-    if db.get_database_backend() == DatabaseBackend::Sqlite {
-        // WAL lets readers proceed while one writer commits.
-        db.execute_unprepared("PRAGMA journal_mode=WAL")
-            .await
-            .map_err(|e| config.url.problem(format!("cannot enable WAL: {e}")))?;
-    }
     M::up(&db, None)
         .await
         .map_err(|e| config.url.problem(format!("migration failed: {e}")))?;
@@ -157,4 +161,51 @@ pub async fn create_if_missing(config: &DbConfig) -> Result<bool, ConfigError> {
     .map_err(|e| url.problem(format!("cannot create database {name}: {e}")))?;
     let _ = admin.close().await;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::{ConnectionTrait, Statement};
+    use sea_orm_migration::MigrationTrait;
+
+    struct Nothing;
+
+    impl MigratorTrait for Nothing {
+        fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+            Vec::new()
+        }
+    }
+
+    #[tokio::test]
+    async fn every_sqlite_connection_is_wal_with_normal_sync() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = DbConfig::sqlite_file("OBA_DATABASE_URL", &dir.path().join("t.db"));
+        let db = connect_and_migrate::<Nothing>(&config).await.expect("db");
+        let pragma = |name: &'static str| {
+            let db = db.clone();
+            async move {
+                let row = db
+                    .query_one_raw(Statement::from_string(
+                        db.get_database_backend(),
+                        format!("PRAGMA {name}"),
+                    ))
+                    .await
+                    .expect("pragma")
+                    .expect("row");
+                row.try_get_by_index::<String>(0)
+                    .or_else(|_| row.try_get_by_index::<i32>(0).map(|v| v.to_string()))
+                    .expect("value")
+            }
+        };
+        // Asked at once, so that several connections of the pool answer.
+        let answers = futures::future::join_all(
+            (0..8).flat_map(|_| [pragma("journal_mode"), pragma("synchronous")]),
+        )
+        .await;
+        for pair in answers.chunks(2) {
+            // synchronous: 1 is NORMAL (2 would be FULL, a sync at every commit).
+            assert_eq!(pair, ["wal", "1"]);
+        }
+    }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use oba::Service;
 use serde_json::{Value, json};
-use support::{TestSystem, error_code};
+use support::{TestSystem, count, error_code};
 
 const POSTS: &str = "{ posts { edges { node { slug author { username } } } } }";
 const ME: &str = "{ me { username } }";
@@ -115,19 +115,6 @@ async fn a_database_outage_fails_cleanly_and_recovers_without_restarting_anythin
         "the refused write left nothing behind"
     );
     app.ok(Some(&token), create, json!({})).await;
-}
-
-/// One number from a query on the database at `url`.
-async fn count(url: &str, sql: &str) -> i64 {
-    use sea_orm::sqlx::{Connection, Row};
-    let mut connection = sea_orm::sqlx::PgConnection::connect(url)
-        .await
-        .expect("connect");
-    sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(sql.to_owned()))
-        .fetch_one(&mut connection)
-        .await
-        .expect(sql)
-        .get::<i64, _>(0)
 }
 
 #[tokio::test]

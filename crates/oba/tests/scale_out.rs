@@ -20,7 +20,7 @@ use futures::StreamExt;
 
 use oba::Service;
 use serde_json::{Value, json};
-use support::{TestSystem, ws};
+use support::{TestSystem, count, ws};
 
 /// Each test here runs a dozen processes; run at once on two cores they would starve each
 /// other's health checks and budgets. One at a time, then.
@@ -500,19 +500,6 @@ async fn every_service_loses_a_replica_under_load_and_gets_it_back() {
         .filter(|l| l.starts_with("oba_peer_call_failures_total") && l.contains("BreakerOpen"))
         .collect();
     assert!(paused.is_empty(), "{paused:?}");
-}
-
-/// One number from a query on the database at `url`.
-async fn count(url: &str, sql: &str) -> i64 {
-    use sea_orm::sqlx::{Connection, Row};
-    let mut connection = sea_orm::sqlx::PgConnection::connect(url)
-        .await
-        .expect("connect");
-    sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(sql.to_owned()))
-        .fetch_one(&mut connection)
-        .await
-        .expect(sql)
-        .get::<i64, _>(0)
 }
 
 #[tokio::test]

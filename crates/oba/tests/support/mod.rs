@@ -348,3 +348,16 @@ macro_rules! scenarios {
         }
     };
 }
+
+/// One number from a query on the PostgreSQL database at `url` (production mode).
+pub async fn count(url: &str, sql: &str) -> i64 {
+    use sea_orm::sqlx::{Connection, Row};
+    let mut connection = sea_orm::sqlx::PgConnection::connect(url)
+        .await
+        .expect("connect");
+    sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&mut connection)
+        .await
+        .expect(sql)
+        .get::<i64, _>(0)
+}
