@@ -126,16 +126,8 @@ async fn reads_are_counted_in_memory_and_reported_as_one_event_per_post() {
     let mut app = TestSystem::start_production().await;
     let (token, _) = app.register("nora").await;
     app.create_post(&token, "Read often", &[]).await;
-    let posts_db = app
-        .processes()
-        .database_url(Service::PostService)
-        .expect("db")
-        .to_owned();
-    let rank_db = app
-        .processes()
-        .database_url(Service::RankService)
-        .expect("db")
-        .to_owned();
+    let posts_db = app.database_url(Service::PostService);
+    let rank_db = app.database_url(Service::RankService);
     for _ in 0..20 {
         let read = app
             .http

@@ -570,7 +570,7 @@ async fn writes_through_two_replicas_of_everything_are_published_and_applied_onc
         Service::LikeService,
     ]
     .into_iter()
-    .filter_map(|s| app.processes().database_url(s).map(str::to_owned))
+    .map(|s| app.database_url(s))
     .collect();
     let stream = app.processes().stream().to_owned();
     let nats = async_nats::jetstream::new(
@@ -621,21 +621,9 @@ async fn writes_through_two_replicas_of_everything_are_published_and_applied_onc
 
     // Applied once: rank-service's counts equal the sources' (a redelivered event counted
     // twice would exceed them).
-    let likes_db = app
-        .processes()
-        .database_url(Service::LikeService)
-        .expect("db")
-        .to_owned();
-    let comments_db = app
-        .processes()
-        .database_url(Service::CommentService)
-        .expect("db")
-        .to_owned();
-    let rank_db = app
-        .processes()
-        .database_url(Service::RankService)
-        .expect("db")
-        .to_owned();
+    let likes_db = app.database_url(Service::LikeService);
+    let comments_db = app.database_url(Service::CommentService);
+    let rank_db = app.database_url(Service::RankService);
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         let likes = count(&likes_db, "SELECT count(*) FROM likes").await;

@@ -124,6 +124,14 @@ impl TestSystem {
         }
     }
 
+    /// The PostgreSQL database of `service` (production mode).
+    pub fn database_url(&mut self, service: Service) -> String {
+        self.processes()
+            .database_url(service)
+            .expect("a service with a database")
+            .to_owned()
+    }
+
     /// What the processes of `service` logged (production mode), for failure messages.
     pub fn log(&self, service: Service) -> String {
         let log = self.data_dir.join(format!("{}.log", service.name()));
