@@ -212,6 +212,13 @@ impl Service {
         }
     }
 
+    /// The name of this service's database among others prefixed `prefix` (`oba` →
+    /// `oba_user`), if it has one: what `oba up --database-url` creates.
+    pub fn database_name(self, prefix: &str) -> Option<String> {
+        let stem = self.database_file()?.trim_end_matches(".db");
+        Some(format!("{prefix}_{stem}"))
+    }
+
     /// The embedded database file of this service in `up`, if it has one.
     pub fn database_file(self) -> Option<&'static str> {
         match self {
@@ -339,15 +346,7 @@ impl System {
         }
 
         let env = up_env(&config, &addrs)?;
-        if config.env.get("OBA_SERVICE_TOKEN_FILE").is_none() {
-            // The edge's credential, fresh at every start (also for an edge run separately).
-            let private_key = env.get("OBA_TOKEN_PRIVATE_KEY_FILE").unwrap_or_default();
-            write_service_token(
-                Path::new(private_key),
-                Service::BlogAggregator,
-                &dev_service_token_file(&config),
-            )?;
-        }
+        ensure_dev_service_token(&config, &env)?;
         // One in-process bus for all services, unless OBA_BUS_URL names a real one.
         let bus: Bus = Arc::new(InProcessBus::default());
         let mut apps = Vec::new();
@@ -537,6 +536,20 @@ fn up_env(config: &UpConfig, addrs: &BTreeMap<Service, SocketAddr>) -> Result<En
         env.default_to("OBA_ADMIN_PASSWORD", DEV_ADMIN_PASSWORD);
     }
     Ok(env)
+}
+
+/// Signs the edge's service credential into the data dir unless one is configured: fresh
+/// at every start of `oba up` (also for an edge run separately). `env` is `up_env`'s.
+fn ensure_dev_service_token(config: &UpConfig, env: &Env) -> Result<(), StartError> {
+    if config.env.get("OBA_SERVICE_TOKEN_FILE").is_some() {
+        return Ok(());
+    }
+    let private_key = env.get("OBA_TOKEN_PRIVATE_KEY_FILE").unwrap_or_default();
+    write_service_token(
+        Path::new(private_key),
+        Service::BlogAggregator,
+        &dev_service_token_file(config),
+    )
 }
 
 /// Where `oba up` keeps the edge's service credential when none is configured.

@@ -100,27 +100,24 @@ impl SeparateProcesses {
         })
     }
 
-    /// The database URL of `service` (which has a database).
+    /// The database URL of `service` (which has a database): the server of `--database-url`,
+    /// its query (sslmode=…) kept, the database named by [`Service::database_name`].
     fn database_of(&self, service: Service) -> Option<String> {
-        let stem = service.database_file()?.trim_end_matches(".db");
-        let url = self.database_url.value.trim_end_matches('/');
-        let scheme_end = url.find("://").map_or(0, |i| i + 3);
-        let (server, name) = match url[scheme_end..].split_once('/') {
-            Some((_, name)) if !name.is_empty() => {
-                (&url[..url.len() - name.len() - 1], name.to_owned())
-            }
-            _ => (url, "oba".to_owned()),
+        let (url, query) = match self.database_url.value.split_once('?') {
+            Some((url, query)) => (url, format!("?{query}")),
+            None => (self.database_url.value.as_str(), String::new()),
         };
-        // Query parameters (sslmode=…) stay on every service's URL.
-        let (name, query) = name
-            .split_once('?')
-            .map_or((name.as_str(), ""), |(n, q)| (n, q));
-        let query = if query.is_empty() {
-            String::new()
-        } else {
-            format!("?{query}")
+        let url = url.trim_end_matches('/');
+        let path_start = url.find("://").map_or(0, |i| i + 3);
+        let (server, prefix) = match url[path_start..].split_once('/') {
+            Some((host, name)) => (&url[..path_start + host.len()], name),
+            None => (url, ""),
         };
-        Some(format!("{server}/{name}_{stem}{query}"))
+        let prefix = if prefix.is_empty() { "oba" } else { prefix };
+        Some(format!(
+            "{server}/{}{query}",
+            service.database_name(prefix)?
+        ))
     }
 }
 
@@ -229,17 +226,7 @@ pub async fn run(
     if !problems.is_empty() {
         return Err(ConfigError { problems }.into());
     }
-    if config.env.get("OBA_SERVICE_TOKEN_FILE").is_none() {
-        let private_key = common
-            .get("OBA_TOKEN_PRIVATE_KEY_FILE")
-            .unwrap_or_default()
-            .to_owned();
-        crate::write_service_token(
-            std::path::Path::new(&private_key),
-            Service::BlogAggregator,
-            &crate::dev_service_token_file(&config),
-        )?;
-    }
+    crate::ensure_dev_service_token(&config, &common)?;
     for service in Service::ALL {
         if let Some(url) = separate.database_of(service) {
             let mut env = Env::from_pairs(common.vars());
@@ -282,7 +269,7 @@ pub async fn run(
                 replica
                     .env
                     .insert("OBA_LISTEN_ADDR".into(), addr.to_string());
-                table.push((replica.label(), addr, child.id()));
+                table.push((service, replica.label(), addr, child.id()));
                 let stop = CancellationToken::new();
                 let task =
                     tokio::spawn(supervise(exe.clone(), replica.clone(), child, stop.clone()));
@@ -299,21 +286,12 @@ pub async fn run(
             "oba is up in {} ms, each service a process of its own (PostgreSQL, NATS):",
             started.elapsed().as_millis()
         );
-        for (label, addr, pid) in &table {
+        for (_, label, addr, pid) in &table {
             let pid = pid.map_or_else(String::new, |p| format!("  (pid {p})"));
             println!("  {label:<24} http://{addr}{pid}");
         }
-        for (replica, _, _) in &running {
-            if replica.service == Service::BlogAggregator {
-                let url = format!(
-                    "http://{}",
-                    replica
-                        .env
-                        .get("OBA_LISTEN_ADDR")
-                        .map_or("", String::as_str)
-                );
-                println!("  GraphQL: {url}/graphql  GraphiQL: {url}/graphiql");
-            }
+        for (_, _, addr, _) in table.iter().filter(|r| r.0 == Service::BlogAggregator) {
+            println!("  GraphQL: http://{addr}/graphql  GraphiQL: http://{addr}/graphiql");
         }
         println!("Press Ctrl-C to stop.");
         shutdown.cancelled().await;
@@ -414,6 +392,11 @@ mod tests {
             Some("postgres://postgres@127.0.0.1:5432/oba_user")
         );
         assert_eq!(plain.database_of(Service::BlogAggregator), None);
+        let unnamed = separate("postgres://db:5432/?sslmode=require");
+        assert_eq!(
+            unnamed.database_of(Service::PostService).as_deref(),
+            Some("postgres://db:5432/oba_post?sslmode=require")
+        );
         let named = separate("postgres://u:p@db:5432/blog?sslmode=disable");
         assert_eq!(
             named.database_of(Service::NotificationService).as_deref(),

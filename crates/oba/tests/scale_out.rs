@@ -220,15 +220,6 @@ async fn second_replicas_and_a_balanced_edge(
 /// Long enough for a re-resolve and a health check of every address to have happened.
 const SETTLE: Duration = Duration::from_secs(5);
 
-/// ListPosts calls the post-service replica at `addr` has served.
-async fn list_calls(app: &TestSystem, addr: SocketAddr) -> u64 {
-    let text = app.metrics(&format!("http://{addr}")).await;
-    text.lines()
-        .filter(|l| l.starts_with("oba_grpc_requests_total{") && l.contains("/ListPosts\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 /// `n` list reads through the edge at `base`, 8 at a time; how many did not answer 200.
 async fn read_lists(app: &TestSystem, base: &str, n: usize) -> usize {
     futures::stream::iter(0..n)
@@ -275,14 +266,14 @@ async fn reads_spread_over_replicas_found_by_name_and_skip_a_dead_one() {
     tokio::time::sleep(settle).await;
 
     let before = (
-        list_calls(&app, first).await,
-        list_calls(&app, second).await,
+        calls_served(&app, first, Some("ListPosts")).await,
+        calls_served(&app, second, Some("ListPosts")).await,
     );
     let failed = read_lists(&app, &edge, 1000).await;
     assert_eq!(failed, 0, "{}", app.log(Service::BlogAggregator));
     let served = (
-        list_calls(&app, first).await - before.0,
-        list_calls(&app, second).await - before.1,
+        calls_served(&app, first, Some("ListPosts")).await - before.0,
+        calls_served(&app, second, Some("ListPosts")).await - before.1,
     );
     let total = served.0 + served.1;
     assert!(total >= 1000, "{served:?}");
@@ -308,7 +299,7 @@ async fn reads_spread_over_replicas_found_by_name_and_skip_a_dead_one() {
     tokio::time::sleep(settle).await;
     assert_eq!(read_lists(&app, &edge, 300).await, 0);
     assert!(
-        list_calls(&app, second).await >= 60,
+        calls_served(&app, second, Some("ListPosts")).await >= 60,
         "the restarted replica gets its share again"
     );
 }
@@ -386,11 +377,16 @@ async fn failed_reads(http: &reqwest::Client, base: &str, token: &str, n: usize)
         .await
 }
 
-/// gRPC calls (health checks aside) the replica at `addr` has served since it started.
-async fn calls_served(app: &TestSystem, addr: SocketAddr) -> u64 {
+/// gRPC calls of `method` (any but health checks when None) the replica at `addr` has
+/// served since it started.
+async fn calls_served(app: &TestSystem, addr: SocketAddr, method: Option<&str>) -> u64 {
     let text = app.metrics(&format!("http://{addr}")).await;
     text.lines()
-        .filter(|l| l.starts_with("oba_grpc_requests_total{") && !l.contains("Health"))
+        .filter(|l| l.starts_with("oba_grpc_requests_total{"))
+        .filter(|l| match method {
+            Some(method) => l.contains(&format!("/{method}\"")),
+            None => !l.contains("Health"),
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
@@ -485,7 +481,7 @@ async fn every_service_loses_a_replica_under_load_and_gets_it_back() {
             );
         }
         assert!(
-            calls_served(&app, restarted).await > 0,
+            calls_served(&app, restarted, None).await > 0,
             "traffic returns to the restarted {} replica",
             service.name()
         );

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
 
+use oba::Service;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -110,9 +111,9 @@ impl Supervisor {
 impl Drop for Supervisor {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
-        let databases = ["user", "post", "comment", "like", "rank", "notification"]
-            .iter()
-            .map(|s| format!("{}_{s}", self.tag))
+        let databases = Service::ALL
+            .into_iter()
+            .filter_map(|s| s.database_name(&self.tag))
             .collect();
         let bus_url = std::env::var("OBA_TEST_NATS_URL").unwrap_or_default();
         support::processes::remove_run_state(&self.admin_url, databases, &bus_url, &self.tag);

@@ -146,7 +146,7 @@ pub async fn app(config: &Config) -> Result<ServiceApp, ConfigError> {
         })
         .transpose()?;
     let clients = client::Clients::new(address_header, config.sign_ins_per_minute);
-    let peers_for_views = peers.clone();
+    let reporting = peers.clone();
     let state = graphql::GraphqlState {
         schema: graphql::schema(),
         introspection_schema: graphql::introspection_schema(),
@@ -177,9 +177,9 @@ pub async fn app(config: &Config) -> Result<ServiceApp, ConfigError> {
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
         .layer(axum::middleware::map_response(rest::error::realworld_413));
     let http = graphql.merge(rest).layer(cors);
-    let (views, interval) = (peers_for_views, config.view_report_interval);
+    let interval = config.view_report_interval;
     Ok(app.http(http).background(move |shutdown| {
-        Box::pin(views.views.clone().report_every(interval, views, shutdown))
+        Box::pin(compose::views::report_every(reporting, interval, shutdown))
     }))
 }
 

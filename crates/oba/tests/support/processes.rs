@@ -14,12 +14,6 @@ use tokio::process::{Child, Command};
 
 use super::proxy::TcpProxy;
 
-/// The services with a database, and the suffix of their database names.
-const DATABASES: [(Service, &str); 2] = [
-    (Service::UserService, "user"),
-    (Service::PostService, "post"),
-];
-
 pub struct Processes {
     children: BTreeMap<Service, Child>,
     /// Further replicas started by [`Processes::start_replica`], by address.
@@ -138,11 +132,10 @@ impl Processes {
             "OBA_SERVICE_TOKEN_FILE".into(),
             service_token.display().to_string(),
         ));
-        for service in Service::ALL
+        for (service, name) in Service::ALL
             .into_iter()
-            .filter(|s| s.database_file().is_some())
+            .filter_map(|s| Some((s, s.database_name(&tag)?)))
         {
-            let name = format!("{tag}_{}", service.name().replace('-', "_"));
             let direct = format!("{server}/{name}");
             let url = match &processes.db_proxy {
                 Some(proxy) => {

@@ -53,25 +53,6 @@ impl ViewCounts {
             .unwrap_or_default()
     }
 
-    /// Reports the counts every `interval` until `shutdown`, then once more.
-    pub async fn report_every(
-        self,
-        interval: Duration,
-        peers: PeerChannels,
-        shutdown: CancellationToken,
-    ) {
-        loop {
-            let stopping = tokio::select! {
-                () = tokio::time::sleep(interval) => false,
-                () = shutdown.cancelled() => true,
-            };
-            self.report(&peers).await;
-            if stopping {
-                return;
-            }
-        }
-    }
-
     /// Sends what was counted; what post-service could not take waits for the next report.
     async fn report(&self, peers: &PeerChannels) {
         let counted: Vec<post_pb::PostViews> = self
@@ -90,6 +71,20 @@ impl ViewCounts {
                     self.add(&views.post_id, views.count);
                 }
             }
+        }
+    }
+}
+
+/// Reports the views `peers` counted every `interval` until `shutdown`, then once more.
+pub async fn report_every(peers: PeerChannels, interval: Duration, shutdown: CancellationToken) {
+    loop {
+        let stopping = tokio::select! {
+            () = tokio::time::sleep(interval) => false,
+            () = shutdown.cancelled() => true,
+        };
+        peers.views.report(&peers).await;
+        if stopping {
+            return;
         }
     }
 }
