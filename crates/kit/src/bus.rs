@@ -85,7 +85,8 @@ pub trait EventBus: Send + Sync + 'static {
     /// Tells every current listener of `subject` (every replica), at most once and not
     /// stored: for live pushes, whose durable record is elsewhere.
     async fn announce(&self, subject: &str, payload: Bytes) -> Result<(), BusError>;
-    /// What is announced on `subject` from now on, in this process.
+    /// What is announced or published on `subject` (NATS wildcards allowed) from now on, in
+    /// this process: at most once, nothing stored, nothing to ack.
     fn listen(&self, subject: &str) -> mpsc::UnboundedReceiver<Bytes>;
 }
 
@@ -146,6 +147,22 @@ pub struct InProcessBus {
 /// A consumer's subject patterns and its queue.
 type ConsumerQueue = (Vec<String>, mpsc::UnboundedSender<Delivery>);
 
+impl InProcessBus {
+    /// Hands `payload` to every listener whose pattern matches `subject`.
+    fn tell_listeners(&self, subject: &str, payload: &Bytes) -> Result<(), BusError> {
+        let mut listeners = self
+            .listeners
+            .lock()
+            .map_err(|_| BusError("poisoned".into()))?;
+        for (pattern, queues) in listeners.iter_mut() {
+            if subject_matches(pattern, subject) {
+                queues.retain(|queue| queue.send(payload.clone()).is_ok());
+            }
+        }
+        Ok(())
+    }
+}
+
 #[tonic::async_trait]
 impl EventBus for InProcessBus {
     async fn publish(&self, subject: &str, _id: &str, payload: Bytes) -> Result<(), BusError> {
@@ -168,7 +185,9 @@ impl EventBus for InProcessBus {
                 let _ = queue.send(delivery);
             }
         }
-        Ok(())
+        drop(consumers);
+        // As on NATS, where a core subscriber of a subject also gets what JetStream stores.
+        self.tell_listeners(subject, &payload)
     }
 
     fn subscribe(
@@ -188,14 +207,7 @@ impl EventBus for InProcessBus {
     }
 
     async fn announce(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
-        let mut listeners = self
-            .listeners
-            .lock()
-            .map_err(|_| BusError("poisoned".into()))?;
-        if let Some(queues) = listeners.get_mut(subject) {
-            queues.retain(|queue| queue.send(payload.clone()).is_ok());
-        }
-        Ok(())
+        self.tell_listeners(subject, &payload)
     }
 
     fn listen(&self, subject: &str) -> mpsc::UnboundedReceiver<Bytes> {

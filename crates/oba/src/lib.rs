@@ -98,7 +98,7 @@ impl Service {
             Self::BlogAggregator => {
                 let config = blog_aggregator::Config::from_env(env);
                 env.finish()?;
-                blog_aggregator::app(&config).await
+                blog_aggregator::app(&config, bus).await
             }
         }
     }
@@ -468,6 +468,10 @@ pub fn service_env(
              events reach the projections of oba up",
         )
         .into());
+    }
+    if local.get("OBA_BUS_URL").is_none() {
+        // Nor can the edge hear oba up's events: it reads everything from the services.
+        deployed.remove("OBA_BUS_URL");
     }
     let mut out = Vec::new();
     for (key, _) in service.settings() {

@@ -179,7 +179,8 @@ fn balanced_url(app: &TestSystem, service: Service) -> String {
 }
 
 /// Starts a second replica of every service but the edge on 127.0.0.2 (the first's port),
-/// then an edge that reaches every service by the shared name; returns the edge's URL and
+/// then an edge that reaches every service by the shared name (and asks them for every read);
+/// returns the edge's URL and
 /// the second replicas' addresses.
 async fn second_replicas_and_a_balanced_edge(
     app: &mut TestSystem,
@@ -205,10 +206,12 @@ async fn second_replicas_and_a_balanced_edge(
             .await;
         seconds.insert(*service, addr);
     }
-    let peers: Vec<(&str, String)> = backends
+    let mut peers: Vec<(&str, String)> = backends
         .iter()
         .filter_map(|s| Some((s.url_key()?, balanced_url(app, *s))))
         .collect();
+    // The calls spread over replicas are what is looked at: no read model to answer them.
+    peers.push(("OBA_READ_MODEL_MAX_AGE_MS", "0".to_owned()));
     let edge = app
         .processes()
         .start_replica(Service::BlogAggregator, &peers)
@@ -252,13 +255,17 @@ async fn reads_spread_over_replicas_found_by_name_and_skip_a_dead_one() {
             &[("OBA_LISTEN_ADDR", format!("127.0.0.2:{}", first.port()))],
         )
         .await;
-    // An edge that knows post-service by a name resolving to both replicas.
+    // An edge that knows post-service by a name resolving to both replicas, and asks it for
+    // every page (its read model would answer most of them itself).
     let post_service = balanced_url(&app, Service::PostService);
     let edge = app
         .processes()
         .start_replica(
             Service::BlogAggregator,
-            &[("OBA_POST_SERVICE_URL", post_service)],
+            &[
+                ("OBA_POST_SERVICE_URL", post_service),
+                ("OBA_READ_MODEL_MAX_AGE_MS", "0".to_owned()),
+            ],
         )
         .await;
     let edge = format!("http://{edge}");

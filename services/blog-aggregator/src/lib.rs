@@ -12,8 +12,9 @@ pub mod peers;
 pub mod rest;
 pub mod viewer;
 
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -21,6 +22,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, header};
 use axum::routing::{get, post};
 use oba_kit::auth::{Credential, TokenVerifier};
+use oba_kit::bus::{Bus, BusConfig};
 use oba_kit::config::{ConfigError, Env, Setting};
 use oba_kit::peer::{PeerMetrics, PeerPolicy};
 use oba_kit::server::ServiceApp;
@@ -56,6 +58,12 @@ pub struct Config {
     pub peer_policy: PeerPolicy,
     /// How often counted reads of posts are reported to post-service (`OBA_VIEW_REPORT_MS`).
     pub view_report_interval: Duration,
+    /// The bus whose events keep the read model fresh (`OBA_BUS_URL`; unset when the edge
+    /// runs alone: then it has no read model and reads everything from the services).
+    pub bus: BusConfig,
+    /// Bounds of the read model (`OBA_READ_MODEL_ENTRIES`, `OBA_READ_MODEL_MAX_AGE_MS`; an
+    /// age of 0 turns it off).
+    pub read_model: compose::read_model::ReadModelLimits,
 }
 
 impl Config {
@@ -100,6 +108,18 @@ impl Config {
             view_report_interval: Duration::from_millis(
                 env.parsed("OBA_VIEW_REPORT_MS", 1_000).value.max(1),
             ),
+            bus: BusConfig::from_env(env),
+            read_model: compose::read_model::ReadModelLimits {
+                entries: env
+                    .parsed(
+                        "OBA_READ_MODEL_ENTRIES",
+                        NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
+                    )
+                    .value,
+                max_age: Duration::from_millis(
+                    env.parsed("OBA_READ_MODEL_MAX_AGE_MS", 30_000).value,
+                ),
+            },
         }
     }
 }
@@ -126,16 +146,25 @@ fn cors(origins: &Setting<String>) -> Result<CorsLayer, ConfigError> {
     Ok(layer.allow_origin(AllowOrigin::list(list)))
 }
 
-pub async fn app(config: &Config) -> Result<ServiceApp, ConfigError> {
+/// The edge; `bus` is `oba up`'s in-process bus (None when the edge runs alone).
+pub async fn app(config: &Config, bus: Option<Bus>) -> Result<ServiceApp, ConfigError> {
     let verifier = TokenVerifier::from_pem_file(&config.token_public_key)?;
     let service_credential = service_credential(&config.service_token, &verifier)?;
     let app = ServiceApp::new(NAME, verifier.clone());
     let peer_metrics = PeerMetrics::register(app.metrics());
+    let read_model = Arc::new(compose::read_model::ReadModel::new(config.read_model));
+    read_model.register(app.metrics());
+    // Without a bus the model hears no changes, so it never serves.
+    let bus = match (&config.bus.url, bus) {
+        (None, None) => None,
+        (_, in_process) => Some(config.bus.connect(in_process).await?),
+    };
     let peers = peers::PeerChannels::connect(
         &config.peers,
         service_credential,
         config.peer_policy,
         peer_metrics,
+        read_model.clone(),
     )?;
     let address_header = config
         .client_address_header
@@ -178,9 +207,25 @@ pub async fn app(config: &Config) -> Result<ServiceApp, ConfigError> {
         .layer(axum::middleware::map_response(rest::error::realworld_413));
     let http = graphql.merge(rest).layer(cors);
     let interval = config.view_report_interval;
-    Ok(app.http(http).background(move |shutdown| {
+    let app = app.http(http).background(move |shutdown| {
         Box::pin(compose::views::report_every(reporting, interval, shutdown))
-    }))
+    });
+    Ok(match bus {
+        Some(_) if config.read_model.max_age.is_zero() => {
+            tracing::info!(
+                "read model off (OBA_READ_MODEL_MAX_AGE_MS=0): every read goes to the services"
+            );
+            app
+        }
+        Some(bus) => {
+            let namespace = config.bus.namespace.value.clone();
+            app.background(move |shutdown| Box::pin(read_model.follow(bus, namespace, shutdown)))
+        }
+        None => {
+            tracing::info!("no event bus (OBA_BUS_URL unset): every read goes to the services");
+            app
+        }
+    })
 }
 
 /// Reads the service credential and checks it now, so that a wrong or expired one fails

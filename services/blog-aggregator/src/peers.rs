@@ -76,6 +76,8 @@ pub struct PeerChannels {
     pub metrics: PeerMetrics,
     /// Reads of posts, reported to post-service in batches.
     pub views: crate::compose::views::ViewCounts,
+    /// Post cards' facts kept in memory, fed by events.
+    pub read_model: std::sync::Arc<crate::compose::read_model::ReadModel>,
 }
 
 /// Health of one peer's channel, as the edge sees it.
@@ -91,6 +93,7 @@ impl PeerChannels {
         service_credential: Credential,
         policy: PeerPolicy,
         metrics: PeerMetrics,
+        read_model: std::sync::Arc<crate::compose::read_model::ReadModel>,
     ) -> Result<Self, ConfigError> {
         let peer = |name, url| -> Result<Peer, ConfigError> {
             Ok(Peer::connect(name, peer_channel(url)?, policy, &metrics))
@@ -111,6 +114,7 @@ impl PeerChannels {
             service_credential,
             metrics,
             views: crate::compose::views::ViewCounts::default(),
+            read_model,
         })
     }
 

@@ -1,9 +1,13 @@
 //! Batch loaders: every lookup of one kind made while answering one request becomes one
 //! internal call, whatever the page size. They are created per request (their clients carry
-//! the viewer's credential, from which the services take `following` and `liked`), and
-//! cache nothing, so a write in the same request is never hidden.
+//! the viewer's credential, from which the services take `following` and `liked`).
+//!
+//! Beneath them is the edge's [`ReadModel`]: what it holds is not asked for again, and what
+//! the services answer fills it. Facts of the viewer are never taken from it: a signed-in
+//! viewer's profiles and likes always come from the services (and refresh the model).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
 use oba_proto::comment::v1::{CommentPage, CountCommentsRequest, ListFirstCommentsRequest};
@@ -11,84 +15,133 @@ use oba_proto::like::v1::{CountLikesRequest, LikeSummary};
 use oba_proto::user::v1::{GetProfilesRequest, Profile};
 
 use super::error::ApiError;
+use super::read_model::ReadModel;
 use crate::peers::Peers;
 
-/// Public profiles by user id, with `following` for the viewer: `UserService.GetProfiles`.
-pub struct ProfileLoader {
+/// What a loader needs besides its clients: the read model, and whether the viewer is
+/// anonymous (only then may viewer-dependent facts come from the model).
+#[derive(Clone)]
+pub struct LoaderContext {
     pub peers: Peers,
+    pub model: Arc<ReadModel>,
+    pub anonymous: bool,
 }
+
+/// Public profiles by user id, with `following` for the viewer: `UserService.GetProfiles`.
+pub struct ProfileLoader(pub LoaderContext);
 
 impl Loader<String> for ProfileLoader {
     type Value = Profile;
     type Error = ApiError;
 
     async fn load(&self, ids: &[String]) -> Result<HashMap<String, Profile>, ApiError> {
-        let response = self
-            .peers
+        let LoaderContext {
+            peers,
+            model,
+            anonymous,
+        } = &self.0;
+        let (mut found, missing) = if *anonymous {
+            model.profiles(ids)
+        } else {
+            (HashMap::new(), ids.to_vec())
+        };
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let ticket = model.profile_ticket();
+        let profiles = peers
             .users
             .clone()
-            .get_profiles(GetProfilesRequest { ids: ids.to_vec() })
-            .await?;
-        Ok(response
+            .get_profiles(GetProfilesRequest { ids: missing })
+            .await?
             .into_inner()
-            .profiles
-            .into_iter()
-            .map(|p| (p.id.clone(), p))
-            .collect())
+            .profiles;
+        model.fill_profiles(ticket, &profiles);
+        found.extend(profiles.into_iter().map(|p| (p.id.clone(), p)));
+        Ok(found)
     }
 }
 
 /// Like count and liked-by-viewer by post id: `LikeService.CountLikes`.
-pub struct LikeLoader {
-    pub peers: Peers,
-}
+pub struct LikeLoader(pub LoaderContext);
 
 impl Loader<String> for LikeLoader {
     type Value = LikeSummary;
     type Error = ApiError;
 
     async fn load(&self, post_ids: &[String]) -> Result<HashMap<String, LikeSummary>, ApiError> {
-        let response = self
-            .peers
+        let LoaderContext {
+            peers,
+            model,
+            anonymous,
+        } = &self.0;
+        let (counted, missing) = if *anonymous {
+            model.like_counts(post_ids)
+        } else {
+            (HashMap::new(), post_ids.to_vec())
+        };
+        let mut found: HashMap<String, LikeSummary> = counted
+            .into_iter()
+            .map(|(post_id, count)| {
+                let summary = LikeSummary {
+                    post_id: post_id.clone(),
+                    count,
+                    liked_by_viewer: false,
+                };
+                (post_id, summary)
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let ticket = model.like_ticket();
+        let summaries = peers
             .likes
             .clone()
-            .count_likes(CountLikesRequest {
-                post_ids: post_ids.to_vec(),
-            })
-            .await?;
-        Ok(response
+            .count_likes(CountLikesRequest { post_ids: missing })
+            .await?
             .into_inner()
-            .summaries
-            .into_iter()
-            .map(|s| (s.post_id.clone(), s))
-            .collect())
+            .summaries;
+        model.fill_like_counts(
+            ticket,
+            summaries.iter().map(|s| (s.post_id.clone(), s.count)),
+        );
+        found.extend(summaries.into_iter().map(|s| (s.post_id.clone(), s)));
+        Ok(found)
     }
 }
 
 /// Comment count by post id: `CommentService.CountComments`.
-pub struct CommentCountLoader {
-    pub peers: Peers,
-}
+pub struct CommentCountLoader(pub LoaderContext);
 
 impl Loader<String> for CommentCountLoader {
     type Value = u64;
     type Error = ApiError;
 
     async fn load(&self, post_ids: &[String]) -> Result<HashMap<String, u64>, ApiError> {
-        let response = self
-            .peers
+        let LoaderContext { peers, model, .. } = &self.0;
+        // A count is the same for every viewer.
+        let (mut found, missing) = model.comment_counts(post_ids);
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let ticket = model.comment_ticket();
+        let mut counts = peers
             .comments
             .clone()
             .count_comments(CountCommentsRequest {
-                post_ids: post_ids.to_vec(),
+                post_ids: missing.clone(),
             })
-            .await?;
-        let mut counts = response.into_inner().counts;
-        // The service leaves out posts without comments; caching their zero saves a call.
-        for id in post_ids {
-            counts.entry(id.clone()).or_insert(0);
+            .await?
+            .into_inner()
+            .counts;
+        // The service leaves out posts without comments; keeping their zero saves a call.
+        for id in missing {
+            counts.entry(id).or_insert(0);
         }
-        Ok(counts)
+        model.fill_comment_counts(ticket, counts.iter().map(|(id, n)| (id.clone(), *n)));
+        found.extend(counts);
+        Ok(found)
     }
 }
 

@@ -16,6 +16,7 @@
 pub mod error;
 pub mod live;
 pub mod loaders;
+pub mod read_model;
 pub mod views;
 
 use std::time::Duration;
@@ -42,8 +43,10 @@ use crate::peers::{PeerChannels, Peers};
 use crate::viewer::Viewer;
 pub use error::{ApiError, ApiResult};
 use loaders::{
-    CommentCountLoader, FirstCommentsLoader, LikeLoader, ProfileLoader, first_comments_key,
+    CommentCountLoader, FirstCommentsLoader, LikeLoader, LoaderContext, ProfileLoader,
+    first_comments_key,
 };
+use read_model::{PageKey, ReadModel};
 
 /// The username shown for an author whose account is gone; no account can have it (`[` and
 /// `]` are not allowed in usernames).
@@ -186,17 +189,17 @@ impl BlogApi {
             deadline,
             degraded,
         } = scope;
-        let peers = channels.acting_for(viewer.credential(), deadline);
+        let credential = viewer.credential();
+        let context = LoaderContext {
+            anonymous: credential.is_none(),
+            peers: channels.acting_for(credential, deadline),
+            model: channels.read_model.clone(),
+        };
+        let peers = context.peers.clone();
         Self {
-            profiles: cached(ProfileLoader {
-                peers: peers.clone(),
-            }),
-            likes: cached(LikeLoader {
-                peers: peers.clone(),
-            }),
-            comment_counts: cached(CommentCountLoader {
-                peers: peers.clone(),
-            }),
+            profiles: cached(ProfileLoader(context.clone())),
+            likes: cached(LikeLoader(context.clone())),
+            comment_counts: cached(CommentCountLoader(context)),
             first_comments: cached(FirstCommentsLoader {
                 peers: peers.clone(),
             }),
@@ -233,6 +236,10 @@ impl BlogApi {
 
     pub fn viewer(&self) -> &Viewer {
         &self.viewer
+    }
+
+    fn model(&self) -> &ReadModel {
+        &self.channels.read_model
     }
 
     /// The signed-in caller, or UNAUTHENTICATED.
@@ -310,6 +317,9 @@ impl BlogApi {
             .await?
             .into_inner();
         self.profiles.clear::<String>();
+        if let Some(user) = &session.user {
+            self.model().profile_changed(&user.id);
+        }
         Ok(session)
     }
 
@@ -355,22 +365,54 @@ impl BlogApi {
 
     // ---- posts ----
 
+    /// A post as post-service has it now: what a write acts on.
     pub async fn post(&self, slug: &str) -> ApiResult<post_pb::Post> {
         let request = post_pb::GetPostRequest {
             slug: slug.to_owned(),
         };
-        Ok(self
+        let ticket = self.model().post_ticket();
+        let post = self
             .peers
             .posts
             .clone()
             .get_post(request)
             .await?
-            .into_inner())
+            .into_inner();
+        self.model().fill_post(ticket, &post);
+        Ok(post)
+    }
+
+    /// A post to show: from the read model when it has it.
+    pub async fn shown_post(&self, slug: &str) -> ApiResult<post_pb::Post> {
+        match self.model().post(slug) {
+            Some(post) => Ok(post),
+            None => self.post(slug).await,
+        }
     }
 
     /// A page of posts. Usernames in the query are resolved first, concurrently; an unknown
-    /// one is NOT_FOUND.
+    /// one is NOT_FOUND. A page that depends on no viewer and no likes comes from the read
+    /// model when it has it.
     pub async fn posts(&self, query: PostQuery) -> ApiResult<post_pb::PostPage> {
+        let key = (!query.feed && query.liked_by.is_none()).then(|| PageKey {
+            first: query.first,
+            after: query.after.clone().unwrap_or_default(),
+            offset: query.offset,
+            tag: query.tag.clone().unwrap_or_default(),
+            author: query.author.clone().unwrap_or_default(),
+        });
+        if let Some(page) = key.as_ref().and_then(|key| self.model().page(key)) {
+            return Ok(page);
+        }
+        let ticket = self.model().page_ticket();
+        let page = self.posts_from_sources(query).await?;
+        if let Some(key) = key {
+            self.model().fill_page(ticket, key, &page);
+        }
+        Ok(page)
+    }
+
+    async fn posts_from_sources(&self, query: PostQuery) -> ApiResult<post_pb::PostPage> {
         let authors = async {
             match (&query.author, query.feed) {
                 (_, true) => {
@@ -433,13 +475,15 @@ impl BlogApi {
             body: input.body.unwrap_or_default(),
             tags: input.tags.unwrap_or_default(),
         };
-        Ok(self
+        let post = self
             .peers
             .posts
             .clone()
             .create_post(request)
             .await?
-            .into_inner())
+            .into_inner();
+        self.model().post_created();
+        Ok(post)
     }
 
     pub async fn update_post(&self, slug: &str, changes: PostInput) -> ApiResult<post_pb::Post> {
@@ -451,13 +495,15 @@ impl BlogApi {
             body: changes.body,
             tags: changes.tags.map(|tags| post_pb::TagList { tags }),
         };
-        Ok(self
+        let post = self
             .peers
             .posts
             .clone()
             .update_post(request)
             .await?
-            .into_inner())
+            .into_inner();
+        self.model().post_changed(&post.id);
+        Ok(post)
     }
 
     /// Deletes a post, then its comments and likes.
@@ -479,6 +525,7 @@ impl BlogApi {
             .delete_post(request)
             .await?
             .into_inner();
+        self.model().post_deleted(&post.id);
         self.likes.clear::<String>();
         self.comment_counts.clear::<String>();
         self.first_comments.clear::<String>();
@@ -514,7 +561,7 @@ impl BlogApi {
     /// A post as read by a person (GraphQL `post`, REST article GET): also counts the view
     /// for trending (reported in batches, see [`views`]).
     pub async fn read_post(&self, slug: &str) -> ApiResult<post_pb::Post> {
-        let post = self.post(slug).await?;
+        let post = self.shown_post(slug).await?;
         self.channels.views.record(&post.id);
         Ok(post)
     }
@@ -638,6 +685,7 @@ impl BlogApi {
     pub async fn like(&self, slug: &str) -> ApiResult<post_pb::Post> {
         let (post, request) = self.like_request(slug).await?;
         self.peers.likes.clone().like(request).await?;
+        self.model().likes_changed(&post.id);
         self.likes.clear::<String>();
         Ok(post)
     }
@@ -645,6 +693,7 @@ impl BlogApi {
     pub async fn unlike(&self, slug: &str) -> ApiResult<post_pb::Post> {
         let (post, request) = self.like_request(slug).await?;
         self.peers.likes.clone().unlike(request).await?;
+        self.model().likes_changed(&post.id);
         self.likes.clear::<String>();
         Ok(post)
     }
@@ -692,6 +741,7 @@ impl BlogApi {
             .add_comment(request)
             .await?
             .into_inner();
+        self.model().comments_changed(&comment.post_id);
         self.comment_counts.clear::<String>();
         self.first_comments.clear::<String>();
         Ok(comment)
@@ -713,6 +763,7 @@ impl BlogApi {
             .delete_comment(request)
             .await?
             .into_inner();
+        self.model().comments_changed(&comment.post_id);
         self.comment_counts.clear::<String>();
         self.first_comments.clear::<String>();
         Ok(comment)

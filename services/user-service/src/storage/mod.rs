@@ -13,7 +13,7 @@ use oba_kit::db::unique_violation;
 use std::collections::HashSet;
 
 use oba_kit::outbox::Outbox;
-use oba_proto::event::v1::{UserFollowed, UserRegistered};
+use oba_proto::event::v1::{UserFollowed, UserRegistered, UserUpdated};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter,
@@ -85,6 +85,8 @@ impl UserStore {
     }
 
     /// Applies the changes that are present; unique fields still checked by the database.
+    /// `user.updated` tells readers of public profiles (the edge's read model) to forget this
+    /// one.
     pub async fn update(&self, id: Uuid, changes: AccountChanges) -> Result<Account, ServiceError> {
         let account = self
             .by_id(id)
@@ -107,7 +109,18 @@ impl UserStore {
             row.image = Set(image);
         }
         row.updated_at = Set(Utc::now());
-        row.update(&self.db).await.map_err(taken)
+        let txn = self.db.begin().await?;
+        let account = row.update(&txn).await.map_err(taken)?;
+        let event = UserUpdated {
+            user_id: account.id.to_string(),
+            username: account.username.clone(),
+        };
+        self.outbox
+            .enqueue(&txn, "user.updated", account.id, &event)
+            .await?;
+        txn.commit().await?;
+        self.outbox.committed();
+        Ok(account)
     }
 
     /// Makes the account with `new.email` an admin, creating it if needed.
