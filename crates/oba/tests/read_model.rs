@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use support::TestSystem;
 
 const CARD: &str = "query($s: String!) {
-    post(slug: $s) { title description likeCount commentCount author { bio } }
+    post(slug: $s) { title description likeCount likedByMe commentCount author { bio following } }
 }";
 const LIST: &str = "{ posts(first: 20) { edges { node { slug } } } }";
 
@@ -80,18 +80,44 @@ struct Shown {
     reads: u32,
 }
 
-/// Reads anonymously at `base` until `fresh` holds of the data.
+/// Reads at `base` (as `token`'s holder, or anonymously) until `fresh` holds of the data.
 async fn until_fresh(
     app: &TestSystem,
     base: &str,
+    token: Option<&str>,
     query: &str,
     vars: Value,
+    fresh: impl Fn(&Value) -> bool,
+) -> Shown {
+    until_read_fresh(
+        base,
+        || gql_at(app, base, token, query, vars.clone()),
+        fresh,
+    )
+    .await
+}
+
+/// A REST GET of `path` (under `/api`) at `base`, anonymous; its JSON body.
+async fn rest_at(app: &TestSystem, base: &str, path: &str) -> Value {
+    let response = app
+        .http
+        .get(format!("{base}/api{path}"))
+        .send()
+        .await
+        .expect("sent");
+    response.json().await.expect("JSON")
+}
+
+/// Reads with `read` until `fresh` holds of what it returns.
+async fn until_read_fresh<F: std::future::Future<Output = Value>>(
+    base: &str,
+    read: impl Fn() -> F,
     fresh: impl Fn(&Value) -> bool,
 ) -> Shown {
     let start = Instant::now();
     let mut reads = 0;
     loop {
-        let data = gql_at(app, base, None, query, vars.clone()).await;
+        let data = read().await;
         reads += 1;
         if fresh(&data) {
             return Shown {
@@ -121,9 +147,18 @@ fn slugs(data: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A change: its event, who writes it (and how), who reads it, and when the read is fresh.
+type Change<'a> = (
+    &'static str,
+    Option<&'a str>,
+    &'static str,
+    Option<&'a str>,
+    Box<dyn Fn(&Value) -> bool>,
+);
+
 /// Every kind of change, made through the edge at `writer` by alice (author of `slug`) and
-/// bob, then read anonymously at `reader`, which had the old facts in memory. Returns how
-/// how each showed.
+/// bob, then read at `reader`, which had the old facts in memory: anonymously, and as bob
+/// for his own likes and follows. Returns how each showed.
 async fn each_kind_of_change(
     app: &TestSystem,
     writer: &str,
@@ -134,14 +169,21 @@ async fn each_kind_of_change(
 ) -> Vec<(&'static str, Shown)> {
     let mut seen = Vec::new();
     let card = json!({ "s": slug });
+    let post = |d: &Value, field: &str| d["post"][field].clone();
+    let author = |d: &Value, field: &str| d["post"]["author"][field].clone();
+    let comments_path = format!("/articles/{slug}/comments");
     until_served_from_memory(app, reader, slug).await;
     gql_at(app, reader, None, LIST, json!({})).await;
+    gql_at(app, reader, Some(bob), CARD, card.clone()).await;
+    for path in [comments_path.as_str(), "/tags", "/profiles/alice"] {
+        rest_at(app, reader, path).await;
+    }
 
     let created = gql_at(
         app,
         writer,
         Some(alice),
-        "mutation { createPost(input: {title: \"Second thoughts\", description: \"d\", body: \"b\"}) { slug } }",
+        "mutation { createPost(input: {title: \"Second thoughts\", description: \"d\", body: \"b\", tags: [\"fresh\"]}) { slug } }",
         json!({}),
     )
     .await;
@@ -149,71 +191,103 @@ async fn each_kind_of_change(
         .as_str()
         .expect("slug")
         .to_owned();
-    let took = until_fresh(app, reader, LIST, json!({}), |d| slugs(d).contains(&second)).await;
-    seen.push(("post.created", took));
-
-    gql_at(app, writer, Some(alice), "mutation($s: String!) { updatePost(slug: $s, input: {description: \"revised\"}) { slug } }", card.clone()).await;
-    let took = until_fresh(app, reader, CARD, card.clone(), |d| {
-        d["post"]["description"] == "revised"
+    let shown = until_fresh(app, reader, None, LIST, json!({}), |d| {
+        slugs(d).contains(&second)
     })
     .await;
-    seen.push(("post.updated", took));
-
-    gql_at(
-        app,
-        writer,
-        Some(bob),
-        "mutation($s: String!) { likePost(slug: $s) { slug } }",
-        card.clone(),
+    seen.push(("post.created", shown));
+    let shown = until_read_fresh(
+        reader,
+        || rest_at(app, reader, "/tags"),
+        |d| {
+            d["tags"]
+                .as_array()
+                .is_some_and(|tags| tags.contains(&json!("fresh")))
+        },
     )
     .await;
-    let took = until_fresh(app, reader, CARD, card.clone(), |d| {
-        d["post"]["likeCount"] == 1
-    })
-    .await;
-    seen.push(("post.liked", took));
+    seen.push(("post.created, in the tag list", shown));
 
-    gql_at(
-        app,
-        writer,
-        Some(bob),
-        "mutation($s: String!) { unlikePost(slug: $s) { slug } }",
-        card.clone(),
+    let changes: [Change<'_>; 8] = [
+        (
+            "post.updated",
+            Some(alice),
+            "mutation($s: String!) { updatePost(slug: $s, input: {description: \"revised\"}) { slug } }",
+            None,
+            Box::new(move |d| post(d, "description") == "revised"),
+        ),
+        (
+            "post.liked",
+            Some(bob),
+            "mutation($s: String!) { likePost(slug: $s) { slug } }",
+            None,
+            Box::new(move |d| post(d, "likeCount") == 1),
+        ),
+        (
+            "post.liked, as the viewer's likes",
+            None,
+            "",
+            Some(bob),
+            Box::new(move |d| post(d, "likedByMe") == true),
+        ),
+        (
+            "user.followed",
+            Some(bob),
+            "mutation { follow(username: \"alice\") { following } }",
+            Some(bob),
+            Box::new(move |d| author(d, "following") == true),
+        ),
+        (
+            "user.unfollowed",
+            Some(bob),
+            "mutation { unfollow(username: \"alice\") { following } }",
+            Some(bob),
+            Box::new(move |d| author(d, "following") == false),
+        ),
+        (
+            "post.unliked",
+            Some(bob),
+            "mutation($s: String!) { unlikePost(slug: $s) { slug } }",
+            Some(bob),
+            Box::new(move |d| post(d, "likedByMe") == false && post(d, "likeCount") == 0),
+        ),
+        (
+            "comment.added",
+            Some(bob),
+            "mutation($s: String!) { addComment(slug: $s, body: \"hi\") { id } }",
+            None,
+            Box::new(move |d| post(d, "commentCount") == 1),
+        ),
+        (
+            "user.updated",
+            Some(alice),
+            "mutation { updateMe(input: {bio: \"writes here\"}) { token } }",
+            None,
+            Box::new(move |d| author(d, "bio") == "writes here"),
+        ),
+    ];
+    for (event, writer_token, mutation, reader_token, fresh) in changes {
+        if let Some(token) = writer_token {
+            let done = gql_at(app, writer, Some(token), mutation, card.clone()).await;
+            assert!(done.get("errors").is_none(), "{event}: {done}");
+        }
+        let shown = until_fresh(app, reader, reader_token, CARD, card.clone(), fresh).await;
+        seen.push((event, shown));
+    }
+    let shown = until_read_fresh(
+        reader,
+        || rest_at(app, reader, &comments_path),
+        |d| d["comments"].as_array().map(Vec::len) == Some(1),
     )
     .await;
-    let took = until_fresh(app, reader, CARD, card.clone(), |d| {
-        d["post"]["likeCount"] == 0
-    })
-    .await;
-    seen.push(("post.unliked", took));
-
-    gql_at(
-        app,
-        writer,
-        Some(bob),
-        "mutation($s: String!) { addComment(slug: $s, body: \"hi\") { id } }",
-        card.clone(),
+    seen.push(("comment.added, in the comment list", shown));
+    let shown = until_read_fresh(
+        reader,
+        || rest_at(app, reader, "/profiles/alice"),
+        |d| d["profile"]["bio"] == "writes here",
     )
     .await;
-    let took = until_fresh(app, reader, CARD, card.clone(), |d| {
-        d["post"]["commentCount"] == 1
-    })
-    .await;
-    seen.push(("comment.added", took));
-
-    gql_at(
-        app,
-        writer,
-        Some(alice),
-        "mutation { updateMe(input: {bio: \"writes here\"}) { token } }",
-        json!({}),
-    )
-    .await;
-    let took = until_fresh(app, reader, CARD, card.clone(), |d| {
-        d["post"]["author"]["bio"] == "writes here"
-    })
-    .await;
-    seen.push(("user.updated", took));
+    seen.push(("user.updated, in the profile", shown));
 
     let second_card = json!({ "s": second });
     gql_at(app, reader, None, CARD, second_card.clone()).await;
@@ -225,11 +299,11 @@ async fn each_kind_of_change(
         second_card.clone(),
     )
     .await;
-    let took = until_fresh(app, reader, LIST, json!({}), |d| {
+    let shown = until_fresh(app, reader, None, LIST, json!({}), |d| {
         !slugs(d).contains(&second)
     })
     .await;
-    seen.push(("post.deleted", took));
+    seen.push(("post.deleted", shown));
     let gone = gql_at(app, reader, None, CARD, second_card).await;
     assert!(
         gone.get("errors").is_some(),

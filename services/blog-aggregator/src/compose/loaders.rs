@@ -3,28 +3,76 @@
 //! the viewer's credential, from which the services take `following` and `liked`).
 //!
 //! Beneath them is the edge's [`ReadModel`]: what it holds is not asked for again, and what
-//! the services answer fills it. Facts of the viewer are never taken from it: a signed-in
-//! viewer's profiles and likes always come from the services (and refresh the model).
+//! the services answer fills it. A signed-in viewer's `following` and liked-by-viewer come
+//! from the viewer's sets in the model (whom they follow, what they liked), asked for whole
+//! when missing; while the model does not serve, from the services' answers as before.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
 use oba_proto::comment::v1::{CommentPage, CountCommentsRequest, ListFirstCommentsRequest};
-use oba_proto::like::v1::{CountLikesRequest, LikeSummary};
-use oba_proto::user::v1::{GetProfilesRequest, Profile};
+use oba_proto::like::v1::{CountLikesRequest, LikeSummary, ListLikedPostsRequest};
+use oba_proto::user::v1::{GetProfilesRequest, ListFollowingRequest, Profile};
 
 use super::error::ApiError;
-use super::read_model::ReadModel;
+use super::read_model::{ReadModel, ViewerSet};
 use crate::peers::Peers;
 
-/// What a loader needs besides its clients: the read model, and whether the viewer is
-/// anonymous (only then may viewer-dependent facts come from the model).
+/// What a loader needs besides its clients: the read model, and who the viewer is.
 #[derive(Clone)]
 pub struct LoaderContext {
     pub peers: Peers,
     pub model: Arc<ReadModel>,
-    pub anonymous: bool,
+    /// The signed-in viewer's user id; None when anonymous.
+    pub viewer: Option<String>,
+}
+
+impl LoaderContext {
+    /// The signed-in viewer, when the model can answer for them.
+    pub fn modelled_viewer(&self) -> Option<&str> {
+        self.viewer.as_deref().filter(|_| self.model.serving())
+    }
+
+    /// Whom `viewer` follows: from the model, or asked for (and kept).
+    pub async fn following(&self, viewer: &str) -> Result<ViewerSet, ApiError> {
+        if let Some(set) = self.model.following_of(viewer) {
+            return Ok(set);
+        }
+        let ticket = self.model.following_ticket();
+        let ids = self
+            .peers
+            .users
+            .clone()
+            .list_following(ListFollowingRequest {})
+            .await?
+            .into_inner()
+            .ids;
+        let set: ViewerSet = Arc::new(ids.into_iter().collect());
+        self.model.fill_following(ticket, viewer, &set);
+        Ok(set)
+    }
+
+    /// Which posts `viewer` liked: from the model, or asked for (and kept).
+    async fn liked(&self, viewer: &str) -> Result<ViewerSet, ApiError> {
+        if let Some(set) = self.model.liked_by(viewer) {
+            return Ok(set);
+        }
+        let ticket = self.model.liked_ticket();
+        let ids = self
+            .peers
+            .likes
+            .clone()
+            .list_liked_posts(ListLikedPostsRequest {
+                user_id: viewer.to_owned(),
+            })
+            .await?
+            .into_inner()
+            .ids;
+        let set: ViewerSet = Arc::new(ids.into_iter().collect());
+        self.model.fill_liked(ticket, viewer, &set);
+        Ok(set)
+    }
 }
 
 /// Public profiles by user id, with `following` for the viewer: `UserService.GetProfiles`.
@@ -35,29 +83,35 @@ impl Loader<String> for ProfileLoader {
     type Error = ApiError;
 
     async fn load(&self, ids: &[String]) -> Result<HashMap<String, Profile>, ApiError> {
-        let LoaderContext {
-            peers,
-            model,
-            anonymous,
-        } = &self.0;
-        let (mut found, missing) = if *anonymous {
-            model.profiles(ids)
+        let context = &self.0;
+        let modelled = context.modelled_viewer();
+        let following = match modelled {
+            Some(viewer) => Some(context.following(viewer).await?),
+            None => None,
+        };
+        let (mut found, missing) = if context.viewer.is_none() || following.is_some() {
+            context.model.profiles(ids)
         } else {
             (HashMap::new(), ids.to_vec())
         };
-        if missing.is_empty() {
-            return Ok(found);
+        if !missing.is_empty() {
+            let ticket = context.model.profile_ticket();
+            let profiles = context
+                .peers
+                .users
+                .clone()
+                .get_profiles(GetProfilesRequest { ids: missing })
+                .await?
+                .into_inner()
+                .profiles;
+            context.model.fill_profiles(ticket, &profiles);
+            found.extend(profiles.into_iter().map(|p| (p.id.clone(), p)));
         }
-        let ticket = model.profile_ticket();
-        let profiles = peers
-            .users
-            .clone()
-            .get_profiles(GetProfilesRequest { ids: missing })
-            .await?
-            .into_inner()
-            .profiles;
-        model.fill_profiles(ticket, &profiles);
-        found.extend(profiles.into_iter().map(|p| (p.id.clone(), p)));
+        if let Some(following) = following {
+            for profile in found.values_mut() {
+                profile.following = following.contains(&profile.id);
+            }
+        }
         Ok(found)
     }
 }
@@ -70,13 +124,13 @@ impl Loader<String> for LikeLoader {
     type Error = ApiError;
 
     async fn load(&self, post_ids: &[String]) -> Result<HashMap<String, LikeSummary>, ApiError> {
-        let LoaderContext {
-            peers,
-            model,
-            anonymous,
-        } = &self.0;
-        let (counted, missing) = if *anonymous {
-            model.like_counts(post_ids)
+        let context = &self.0;
+        let liked = match context.modelled_viewer() {
+            Some(viewer) => Some(context.liked(viewer).await?),
+            None => None,
+        };
+        let (counted, missing) = if context.viewer.is_none() || liked.is_some() {
+            context.model.like_counts(post_ids)
         } else {
             (HashMap::new(), post_ids.to_vec())
         };
@@ -84,9 +138,9 @@ impl Loader<String> for LikeLoader {
             .into_iter()
             .map(|(post_id, count)| {
                 let summary = LikeSummary {
+                    liked_by_viewer: liked.as_ref().is_some_and(|set| set.contains(&post_id)),
                     post_id: post_id.clone(),
                     count,
-                    liked_by_viewer: false,
                 };
                 (post_id, summary)
             })
@@ -94,15 +148,16 @@ impl Loader<String> for LikeLoader {
         if missing.is_empty() {
             return Ok(found);
         }
-        let ticket = model.like_ticket();
-        let summaries = peers
+        let ticket = context.model.like_ticket();
+        let summaries = context
+            .peers
             .likes
             .clone()
             .count_likes(CountLikesRequest { post_ids: missing })
             .await?
             .into_inner()
             .summaries;
-        model.fill_like_counts(
+        context.model.fill_like_counts(
             ticket,
             summaries.iter().map(|s| (s.post_id.clone(), s.count)),
         );

@@ -46,11 +46,14 @@ use loaders::{
     CommentCountLoader, FirstCommentsLoader, LikeLoader, LoaderContext, ProfileLoader,
     first_comments_key,
 };
-use read_model::{PageKey, ReadModel};
+use read_model::{CommentPageKey, PageKey, ReadModel};
 
 /// The username shown for an author whose account is gone; no account can have it (`[` and
 /// `]` are not allowed in usernames).
 pub const UNKNOWN_USERNAME: &str = "[unknown]";
+
+/// Largest set of followed authors whose feed pages the read model keeps.
+const MAX_FOLLOWED_IN_PAGE_KEY: usize = 1_000;
 
 /// Which posts to list and which page.
 #[derive(Debug, Default, Clone)]
@@ -178,6 +181,8 @@ pub struct BlogApi {
     likes: Cached<LikeLoader>,
     comment_counts: Cached<CommentCountLoader>,
     first_comments: Cached<FirstCommentsLoader>,
+    /// What the loaders share: the viewer's sets come from it too.
+    context: LoaderContext,
 }
 
 impl BlogApi {
@@ -189,17 +194,17 @@ impl BlogApi {
             deadline,
             degraded,
         } = scope;
-        let credential = viewer.credential();
         let context = LoaderContext {
-            anonymous: credential.is_none(),
-            peers: channels.acting_for(credential, deadline),
+            viewer: viewer.require().ok().map(|claims| claims.sub.to_string()),
+            peers: channels.acting_for(viewer.credential(), deadline),
             model: channels.read_model.clone(),
         };
         let peers = context.peers.clone();
         Self {
             profiles: cached(ProfileLoader(context.clone())),
             likes: cached(LikeLoader(context.clone())),
-            comment_counts: cached(CommentCountLoader(context)),
+            comment_counts: cached(CommentCountLoader(context.clone())),
+            context,
             first_comments: cached(FirstCommentsLoader {
                 peers: peers.clone(),
             }),
@@ -251,7 +256,17 @@ impl BlogApi {
     /// when a validly signed token names an account that is gone.
     async fn author(&self) -> ApiResult<Actor> {
         let actor = self.actor()?;
-        match self.profiles.load_one(actor.user_id.to_string()).await? {
+        let id = actor.user_id.to_string();
+        // A profile the read model holds was there moments ago (accounts are never deleted).
+        if self
+            .model()
+            .profiles(std::slice::from_ref(&id))
+            .0
+            .contains_key(&id)
+        {
+            return Ok(actor);
+        }
+        match self.profiles.load_one(id).await? {
             Some(_) => Ok(actor),
             None => Err(ApiError::new(
                 ErrorCode::Unauthenticated,
@@ -323,22 +338,38 @@ impl BlogApi {
         Ok(session)
     }
 
+    /// A profile by username; `following` from the viewer's set when the model serves.
     pub async fn profile(&self, username: &str) -> ApiResult<user_pb::Profile> {
+        let following = match self.context.modelled_viewer() {
+            Some(viewer) => Some(self.context.following(viewer).await?),
+            None => None,
+        };
+        if (self.context.viewer.is_none() || following.is_some())
+            && let Some(mut profile) = self.model().profile_by_name(username)
+        {
+            profile.following = following.is_some_and(|set| set.contains(&profile.id));
+            return Ok(profile);
+        }
         let request = user_pb::GetProfileByUsernameRequest {
             username: username.to_owned(),
         };
-        Ok(self
+        let ticket = self.model().profile_by_name_ticket();
+        let profile = self
             .peers
             .users
             .clone()
             .get_profile_by_username(request)
             .await?
-            .into_inner())
+            .into_inner();
+        self.model().fill_profile_by_name(ticket, &profile);
+        Ok(profile)
     }
 
     pub async fn follow(&self, username: &str) -> ApiResult<user_pb::Profile> {
         let request = self.follow_request(username)?;
         let profile = self.peers.users.clone().follow(request).await?.into_inner();
+        self.model()
+            .follows_changed(&self.actor()?.user_id.to_string());
         self.profiles.clear::<String>();
         Ok(profile)
     }
@@ -352,6 +383,8 @@ impl BlogApi {
             .unfollow(request)
             .await?
             .into_inner();
+        self.model()
+            .follows_changed(&self.actor()?.user_id.to_string());
         self.profiles.clear::<String>();
         Ok(profile)
     }
@@ -365,8 +398,8 @@ impl BlogApi {
 
     // ---- posts ----
 
-    /// A post as post-service has it now: what a write acts on.
-    pub async fn post(&self, slug: &str) -> ApiResult<post_pb::Post> {
+    /// A post as post-service has it now; fills the read model.
+    async fn post_from_source(&self, slug: &str) -> ApiResult<post_pb::Post> {
         let request = post_pb::GetPostRequest {
             slug: slug.to_owned(),
         };
@@ -382,52 +415,79 @@ impl BlogApi {
         Ok(post)
     }
 
-    /// A post to show: from the read model when it has it.
-    pub async fn shown_post(&self, slug: &str) -> ApiResult<post_pb::Post> {
+    /// A post from the read model when it has it. Writes may act on it too: comment- and
+    /// like-service check with post-service that the post is still there.
+    pub async fn post(&self, slug: &str) -> ApiResult<post_pb::Post> {
         match self.model().post(slug) {
             Some(post) => Ok(post),
-            None => self.post(slug).await,
+            None => self.post_from_source(slug).await,
         }
     }
 
     /// A page of posts. Usernames in the query are resolved first, concurrently; an unknown
-    /// one is NOT_FOUND. A page that depends on no viewer and no likes comes from the read
-    /// model when it has it.
+    /// one is NOT_FOUND. A page that depends on no likes comes from the read model when it
+    /// has it (a feed's page by the set of authors the viewer follows, asked for first).
     pub async fn posts(&self, query: PostQuery) -> ApiResult<post_pb::PostPage> {
-        let key = (!query.feed && query.liked_by.is_none()).then(|| PageKey {
+        if query.liked_by.is_some() {
+            return self.posts_from_sources(query, None).await;
+        }
+        let followed = match query.feed {
+            true => Some(self.following().await?),
+            false => None,
+        };
+        let key = PageKey {
             first: query.first,
             after: query.after.clone().unwrap_or_default(),
             offset: query.offset,
             tag: query.tag.clone().unwrap_or_default(),
             author: query.author.clone().unwrap_or_default(),
-        });
-        if let Some(page) = key.as_ref().and_then(|key| self.model().page(key)) {
+            followed: followed.as_ref().map(|set| {
+                let mut ids = set.ids.clone();
+                ids.sort_unstable();
+                ids
+            }),
+        };
+        // Keys stay small: the pages of someone who follows thousands are not kept.
+        let keep = followed
+            .as_ref()
+            .is_none_or(|set| set.ids.len() <= MAX_FOLLOWED_IN_PAGE_KEY);
+        if keep && let Some(page) = self.model().page(&key) {
             return Ok(page);
         }
         let ticket = self.model().page_ticket();
-        let page = self.posts_from_sources(query).await?;
-        if let Some(key) = key {
+        let page = self.posts_from_sources(query, followed).await?;
+        if keep {
             self.model().fill_page(ticket, key, &page);
         }
         Ok(page)
     }
 
-    async fn posts_from_sources(&self, query: PostQuery) -> ApiResult<post_pb::PostPage> {
+    /// Who the viewer follows.
+    async fn following(&self) -> ApiResult<IdSet> {
+        let actor = self.actor()?;
+        let set = self.context.following(&actor.user_id.to_string()).await?;
+        Ok(IdSet {
+            ids: set.iter().cloned().collect(),
+        })
+    }
+
+    /// A page from post-service; `followed` is the feed's authors, when already known.
+    async fn posts_from_sources(
+        &self,
+        query: PostQuery,
+        followed: Option<IdSet>,
+    ) -> ApiResult<post_pb::PostPage> {
         let authors = async {
-            match (&query.author, query.feed) {
-                (_, true) => {
-                    self.actor()?;
-                    let request = user_pb::ListFollowingRequest {};
-                    let following = self.peers.users.clone().list_following(request).await?;
-                    Ok::<_, ApiError>(Some(following.into_inner()))
-                }
-                (Some(author), false) => {
+            match (&query.author, followed) {
+                (_, Some(followed)) => Ok::<_, ApiError>(Some(followed)),
+                (_, None) if query.feed => Ok(Some(self.following().await?)),
+                (Some(author), None) => {
                     let profile = self.profile(author).await?;
                     Ok(Some(IdSet {
                         ids: vec![profile.id],
                     }))
                 }
-                (None, false) => Ok(None),
+                (None, None) => Ok(None),
             }
         };
         let liked = async {
@@ -548,20 +608,26 @@ impl BlogApi {
     }
 
     pub async fn tags(&self) -> ApiResult<Vec<String>> {
-        Ok(self
+        if let Some(tags) = self.model().tags() {
+            return Ok(tags);
+        }
+        let ticket = self.model().tags_ticket();
+        let tags = self
             .peers
             .posts
             .clone()
             .list_tags(Empty {})
             .await?
             .into_inner()
-            .tags)
+            .tags;
+        self.model().fill_tags(ticket, &tags);
+        Ok(tags)
     }
 
     /// A post as read by a person (GraphQL `post`, REST article GET): also counts the view
     /// for trending (reported in batches, see [`views`]).
     pub async fn read_post(&self, slug: &str) -> ApiResult<post_pb::Post> {
-        let post = self.shown_post(slug).await?;
+        let post = self.post(slug).await?;
         self.channels.views.record(&post.id);
         Ok(post)
     }
@@ -685,7 +751,8 @@ impl BlogApi {
     pub async fn like(&self, slug: &str) -> ApiResult<post_pb::Post> {
         let (post, request) = self.like_request(slug).await?;
         self.peers.likes.clone().like(request).await?;
-        self.model().likes_changed(&post.id);
+        self.model()
+            .likes_changed(&post.id, &self.actor()?.user_id.to_string());
         self.likes.clear::<String>();
         Ok(post)
     }
@@ -693,12 +760,14 @@ impl BlogApi {
     pub async fn unlike(&self, slug: &str) -> ApiResult<post_pb::Post> {
         let (post, request) = self.like_request(slug).await?;
         self.peers.likes.clone().unlike(request).await?;
-        self.model().likes_changed(&post.id);
+        self.model()
+            .likes_changed(&post.id, &self.actor()?.user_id.to_string());
         self.likes.clear::<String>();
         Ok(post)
     }
 
     async fn like_request(&self, slug: &str) -> ApiResult<(post_pb::Post, like_pb::LikeRequest)> {
+        // The service that takes the write asks post-service about the post itself.
         let (_, post) = futures::try_join!(self.author(), self.post(slug))?;
         let request = like_pb::LikeRequest {
             post_id: post.id.clone(),
@@ -714,21 +783,33 @@ impl BlogApi {
         first: u32,
         after: Option<String>,
     ) -> ApiResult<comment_pb::CommentPage> {
-        let request = comment_pb::ListCommentsRequest {
+        let key = CommentPageKey {
             post_id: post_id.to_owned(),
             first,
             after: after.unwrap_or_default(),
         };
-        Ok(self
+        if let Some(page) = self.model().comment_page(&key) {
+            return Ok(page);
+        }
+        let request = comment_pb::ListCommentsRequest {
+            post_id: key.post_id.clone(),
+            first,
+            after: key.after.clone(),
+        };
+        let ticket = self.model().comment_page_ticket();
+        let page = self
             .peers
             .comments
             .clone()
             .list_comments(request)
             .await?
-            .into_inner())
+            .into_inner();
+        self.model().fill_comment_page(ticket, key, &page);
+        Ok(page)
     }
 
     pub async fn add_comment(&self, slug: &str, body: String) -> ApiResult<comment_pb::Comment> {
+        // The service that takes the write asks post-service about the post itself.
         let (_, post) = futures::try_join!(self.author(), self.post(slug))?;
         let request = comment_pb::AddCommentRequest {
             post_id: post.id,

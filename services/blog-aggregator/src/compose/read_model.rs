@@ -1,6 +1,7 @@
 //! The edge's read model: the facts of post cards (pages of posts, posts by slug, public
-//! profiles, like and comment counts) kept in memory, so that a hot read is a lookup here
-//! instead of a call to each of four services.
+//! profiles by id and by username, like and comment counts, pages of comments, the tag list)
+//! kept in memory, so that a hot read is a lookup here instead of a call to each of four
+//! services.
 //!
 //! It is a projection, never a source of truth. An entry is filled from the owning service
 //! on a miss and forgotten when an event says it changed (`post.*`, `comment.*`,
@@ -14,25 +15,28 @@
 //! next read through it shows the write. Other replicas learn it from the event (outbox relay,
 //! then bus): the staleness window is the event's delivery time.
 //!
-//! Facts that belong to the viewer (`following`, liked-by-viewer) are never served from
-//! here: a signed-in viewer's profiles and likes always come from the services.
+//! Facts of a viewer (`following`, liked-by-viewer) come from the viewer's sets: whom they
+//! follow and what they liked, each kept whole (up to [`MAX_VIEWER_SET`] ids; a larger set is
+//! asked for again by each request) and forgotten on `user.followed`/`unfollowed` and
+//! `post.liked`/`unliked` of that viewer, like every other entry.
 //!
 //! The model serves only while it hears every event: not before the bus is connected and
 //! subscribed, and not while it is disconnected (then everything is forgotten, and it serves
 //! again a moment after the bus is back). Entries also expire after a configured age, a
 //! bound on staleness should an event be lost anyway. Every table is an LRU of bounded size.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use oba_kit::bus::Bus;
 use oba_kit::metrics::Metrics;
 use oba_kit::shutdown::CancellationToken;
+use oba_proto::comment::v1 as comment_pb;
 use oba_proto::event::v1 as event_pb;
 use oba_proto::post::v1 as post_pb;
 use oba_proto::user::v1 as user_pb;
@@ -50,13 +54,19 @@ pub struct ReadModelLimits {
     pub max_age: Duration,
 }
 
+/// Largest set of followed users or liked posts kept for one viewer.
+pub const MAX_VIEWER_SET: usize = 1_000;
+
+/// A viewer's set of ids (followed users, liked posts).
+pub type ViewerSet = Arc<HashSet<String>>;
+
 /// How long the model waits after the bus (re)connects before serving: the time for its
 /// subscriptions to be in place, so that no event of an entry it fills goes unheard.
 const SETTLE: Duration = Duration::from_secs(1);
 /// How often the bus connection is looked at.
 const WATCH_EVERY: Duration = Duration::from_millis(200);
 
-/// Which page of posts: a listing that depends on no viewer (no feed, no liked-by filter).
+/// Which page of posts: a listing whose posts depend on no likes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PageKey {
     pub first: u32,
@@ -65,6 +75,16 @@ pub struct PageKey {
     pub tag: String,
     /// Username of the author (a rename forgets every page).
     pub author: String,
+    /// A feed's authors (the ids the viewer follows, sorted).
+    pub followed: Option<Vec<String>>,
+}
+
+/// Which page of a post's comments.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CommentPageKey {
+    pub post_id: String,
+    pub first: u32,
+    pub after: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -136,13 +156,13 @@ impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
         }
     }
 
-    fn forget_where(&self, stale: impl Fn(&V) -> bool) {
+    fn forget_where(&self, stale: impl Fn(&K, &V) -> bool) {
         if let Ok(mut state) = self.state.lock() {
             state.generation += 1;
             let keys: Vec<K> = state
                 .entries
                 .iter()
-                .filter(|(_, (value, _))| stale(value))
+                .filter(|(key, (value, _))| stale(key, value))
                 .map(|(key, _)| key.clone())
                 .collect();
             for key in keys {
@@ -166,8 +186,16 @@ pub struct ReadModel {
     pages: Table<PageKey, post_pb::PostPage>,
     posts: Table<String, post_pb::Post>,
     profiles: Table<String, user_pb::Profile>,
+    profiles_by_name: Table<String, user_pb::Profile>,
+    comment_pages: Table<CommentPageKey, comment_pb::CommentPage>,
+    /// The tag list (one entry).
+    tags: Table<(), Vec<String>>,
     like_counts: Table<String, u64>,
     comment_counts: Table<String, u64>,
+    /// Whom each viewer follows, by viewer id.
+    following: Table<String, ViewerSet>,
+    /// Which posts each viewer liked, by viewer id.
+    liked: Table<String, ViewerSet>,
     lookups: Family<LookupLabels, Counter>,
     events: Counter,
 }
@@ -176,14 +204,21 @@ impl ReadModel {
     /// An empty model that serves nothing until [`ReadModel::follow`] hears the bus.
     pub fn new(limits: ReadModelLimits) -> Self {
         let entries = limits.entries;
+        // A viewer's set is up to MAX_VIEWER_SET ids: fewer of them fit the same memory.
+        let viewers = NonZeroUsize::new(entries.get() / 10).unwrap_or(NonZeroUsize::MIN);
         Self {
             serving: AtomicBool::new(false),
             max_age: limits.max_age,
             pages: Table::new("pages", entries),
             posts: Table::new("posts", entries),
             profiles: Table::new("profiles", entries),
+            profiles_by_name: Table::new("profiles_by_name", entries),
+            comment_pages: Table::new("comment_pages", entries),
+            tags: Table::new("tags", NonZeroUsize::MIN),
             like_counts: Table::new("like_counts", entries),
             comment_counts: Table::new("comment_counts", entries),
+            following: Table::new("following", viewers),
+            liked: Table::new("liked", viewers),
             lookups: Family::default(),
             events: Counter::default(),
         }
@@ -294,6 +329,53 @@ impl ReadModel {
         );
     }
 
+    /// A public profile by username (`following` false).
+    pub fn profile_by_name(&self, username: &str) -> Option<user_pb::Profile> {
+        self.lookup(&self.profiles_by_name, &username.to_owned())
+    }
+
+    pub fn profile_by_name_ticket(&self) -> Ticket {
+        self.profiles_by_name.ticket()
+    }
+
+    pub fn fill_profile_by_name(&self, ticket: Ticket, profile: &user_pb::Profile) {
+        let public = user_pb::Profile {
+            following: false,
+            ..profile.clone()
+        };
+        self.profiles_by_name
+            .fill(ticket, [(profile.username.clone(), public)]);
+    }
+
+    pub fn comment_page(&self, key: &CommentPageKey) -> Option<comment_pb::CommentPage> {
+        self.lookup(&self.comment_pages, key)
+    }
+
+    pub fn comment_page_ticket(&self) -> Ticket {
+        self.comment_pages.ticket()
+    }
+
+    pub fn fill_comment_page(
+        &self,
+        ticket: Ticket,
+        key: CommentPageKey,
+        page: &comment_pb::CommentPage,
+    ) {
+        self.comment_pages.fill(ticket, [(key, page.clone())]);
+    }
+
+    pub fn tags(&self) -> Option<Vec<String>> {
+        self.lookup(&self.tags, &())
+    }
+
+    pub fn tags_ticket(&self) -> Ticket {
+        self.tags.ticket()
+    }
+
+    pub fn fill_tags(&self, ticket: Ticket, tags: &[String]) {
+        self.tags.fill(ticket, [((), tags.to_vec())]);
+    }
+
     pub fn like_counts(&self, post_ids: &[String]) -> (HashMap<String, u64>, Vec<String>) {
         self.lookup_many(&self.like_counts, post_ids)
     }
@@ -326,36 +408,78 @@ impl ReadModel {
         self.comment_counts.fill(ticket, counts);
     }
 
+    pub fn following_of(&self, viewer: &str) -> Option<ViewerSet> {
+        self.lookup(&self.following, &viewer.to_owned())
+    }
+
+    pub fn following_ticket(&self) -> Ticket {
+        self.following.ticket()
+    }
+
+    pub fn fill_following(&self, ticket: Ticket, viewer: &str, ids: &ViewerSet) {
+        if ids.len() <= MAX_VIEWER_SET {
+            self.following
+                .fill(ticket, [(viewer.to_owned(), ids.clone())]);
+        }
+    }
+
+    pub fn liked_by(&self, viewer: &str) -> Option<ViewerSet> {
+        self.lookup(&self.liked, &viewer.to_owned())
+    }
+
+    pub fn liked_ticket(&self) -> Ticket {
+        self.liked.ticket()
+    }
+
+    pub fn fill_liked(&self, ticket: Ticket, viewer: &str, ids: &ViewerSet) {
+        if ids.len() <= MAX_VIEWER_SET {
+            self.liked.fill(ticket, [(viewer.to_owned(), ids.clone())]);
+        }
+    }
+
     // ---- changes: from this replica's own writes and from events ----
 
     /// A post was created: every listing may now include it.
     pub fn post_created(&self) {
         self.pages.clear();
+        self.tags.clear();
     }
 
     /// A post changed (title, body, slug, tags) or is gone.
     pub fn post_changed(&self, post_id: &str) {
         self.pages.clear();
-        self.posts.forget_where(|post| post.id == post_id);
+        self.posts.forget_where(|_, post| post.id == post_id);
+        self.tags.clear();
     }
 
     pub fn post_deleted(&self, post_id: &str) {
         self.post_changed(post_id);
         self.like_counts.forget(&post_id.to_owned());
-        self.comment_counts.forget(&post_id.to_owned());
+        self.comments_changed(post_id);
     }
 
-    pub fn likes_changed(&self, post_id: &str) {
+    /// `user_id` liked or unliked `post_id`.
+    pub fn likes_changed(&self, post_id: &str, user_id: &str) {
         self.like_counts.forget(&post_id.to_owned());
+        self.liked.forget(&user_id.to_owned());
+    }
+
+    /// `follower_id` followed or unfollowed someone.
+    pub fn follows_changed(&self, follower_id: &str) {
+        self.following.forget(&follower_id.to_owned());
     }
 
     pub fn comments_changed(&self, post_id: &str) {
         self.comment_counts.forget(&post_id.to_owned());
+        self.comment_pages
+            .forget_where(|key, _| key.post_id == post_id);
     }
 
     /// A profile changed; a new username also changes which pages its author filter names.
     pub fn profile_changed(&self, user_id: &str) {
         self.profiles.forget(&user_id.to_owned());
+        // The event names the new username only: the old one may be anywhere.
+        self.profiles_by_name.clear();
         self.pages.clear();
     }
 
@@ -363,8 +487,13 @@ impl ReadModel {
         self.pages.clear();
         self.posts.clear();
         self.profiles.clear();
+        self.profiles_by_name.clear();
+        self.comment_pages.clear();
+        self.tags.clear();
         self.like_counts.clear();
         self.comment_counts.clear();
+        self.following.clear();
+        self.liked.clear();
     }
 
     /// Applies one event envelope as published on the bus; what it cannot read, or does not
@@ -389,12 +518,17 @@ impl ReadModel {
             }
             "post.liked" | "post.unliked" => {
                 if let Ok(event) = event_pb::PostLiked::decode(payload) {
-                    self.likes_changed(&event.post_id);
+                    self.likes_changed(&event.post_id, &event.user_id);
                 }
             }
             "comment.added" | "comment.deleted" => {
                 if let Ok(event) = event_pb::CommentChanged::decode(payload) {
                     self.comments_changed(&event.post_id);
+                }
+            }
+            "user.followed" | "user.unfollowed" => {
+                if let Ok(event) = event_pb::UserFollowed::decode(payload) {
+                    self.follows_changed(&event.follower_id);
                 }
             }
             "user.updated" => {
@@ -552,6 +686,7 @@ mod tests {
             offset: 0,
             tag: String::new(),
             author: String::new(),
+            followed: None,
         };
         let ticket = model.page_ticket();
         model.fill_page(ticket, key.clone(), &post_pb::PostPage::default());
@@ -614,6 +749,89 @@ mod tests {
         model.fill_comment_counts(ticket, [("p1".to_owned(), 2)]);
         std::thread::sleep(Duration::from_millis(5));
         assert!(model.comment_counts(&["p1".into()]).0.is_empty());
+    }
+
+    fn set(ids: &[&str]) -> ViewerSet {
+        Arc::new(ids.iter().map(|id| (*id).to_owned()).collect())
+    }
+
+    #[test]
+    fn a_viewers_sets_are_forgotten_on_their_own_follows_and_likes_only() {
+        let model = model();
+        for viewer in ["alice", "bob"] {
+            let ticket = model.following_ticket();
+            model.fill_following(ticket, viewer, &set(&["carol"]));
+            let ticket = model.liked_ticket();
+            model.fill_liked(ticket, viewer, &set(&["p1"]));
+        }
+        model.apply(&envelope(
+            "user.followed",
+            event_pb::UserFollowed {
+                follower_id: "alice".into(),
+                followee_id: "dave".into(),
+            },
+        ));
+        model.apply(&envelope(
+            "post.liked",
+            event_pb::PostLiked {
+                post_id: "p2".into(),
+                user_id: "bob".into(),
+                ..Default::default()
+            },
+        ));
+        assert!(model.following_of("alice").is_none());
+        assert!(model.following_of("bob").is_some());
+        assert!(model.liked_by("bob").is_none());
+        assert!(model.liked_by("alice").is_some());
+    }
+
+    #[test]
+    fn a_set_too_large_to_keep_is_asked_for_each_time() {
+        let model = model();
+        let ids: Vec<String> = (0..=MAX_VIEWER_SET).map(|i| format!("u{i}")).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let ticket = model.following_ticket();
+        model.fill_following(ticket, "alice", &set(&refs));
+        assert!(model.following_of("alice").is_none());
+    }
+
+    #[test]
+    fn a_comment_forgets_the_pages_of_its_post_only_and_a_rename_every_name() {
+        let model = model();
+        let key = |post_id: &str| CommentPageKey {
+            post_id: post_id.into(),
+            first: 20,
+            after: String::new(),
+        };
+        for post_id in ["p1", "p2"] {
+            let ticket = model.comment_page_ticket();
+            model.fill_comment_page(ticket, key(post_id), &comment_pb::CommentPage::default());
+        }
+        let ticket = model.profile_by_name_ticket();
+        let alice = user_pb::Profile {
+            id: "u1".into(),
+            username: "alice".into(),
+            ..Default::default()
+        };
+        model.fill_profile_by_name(ticket, &alice);
+        model.apply(&envelope(
+            "comment.added",
+            event_pb::CommentChanged {
+                post_id: "p1".into(),
+                ..Default::default()
+            },
+        ));
+        assert!(model.comment_page(&key("p1")).is_none());
+        assert!(model.comment_page(&key("p2")).is_some());
+        assert!(model.profile_by_name("alice").is_some());
+        model.apply(&envelope(
+            "user.updated",
+            event_pb::UserUpdated {
+                user_id: "u1".into(),
+                username: "alicia".into(),
+            },
+        ));
+        assert!(model.profile_by_name("alice").is_none());
     }
 
     #[test]
