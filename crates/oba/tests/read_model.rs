@@ -26,24 +26,22 @@ async fn gql_at(
     query: &str,
     vars: Value,
 ) -> Value {
-    let mut request = app
-        .http
-        .post(format!("{base}/graphql"))
-        .json(&json!({ "query": query, "variables": vars }));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let body: Value = request
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("JSON");
+    let body = app.gql_at(base, token, query, vars).await;
     if body.get("errors").is_some() {
         return body;
     }
     body["data"].clone()
+}
+
+/// Alice and bob signed up, and alice's post titled `title`: their tokens and its slug.
+async fn alice_bob_and_a_post(app: &TestSystem, title: &str) -> (String, String, String) {
+    let (alice, _) = app.register("alice").await;
+    let (bob, _) = app.register("bob").await;
+    let slug = app.create_post(&alice, title, &["sky"]).await["slug"]
+        .as_str()
+        .expect("slug")
+        .to_owned();
+    (alice, bob, slug)
 }
 
 /// Lookups the edge at `base` answered from its read model so far.
@@ -315,12 +313,7 @@ async fn each_kind_of_change(
 #[tokio::test]
 async fn a_writer_reads_each_of_its_writes_at_once() {
     let app = TestSystem::start().await;
-    let (alice, _) = app.register("alice").await;
-    let (bob, _) = app.register("bob").await;
-    let slug = app.create_post(&alice, "First light", &["sky"]).await["slug"]
-        .as_str()
-        .expect("slug")
-        .to_owned();
+    let (alice, bob, slug) = alice_bob_and_a_post(&app, "First light").await;
     let seen = each_kind_of_change(&app, &app.url, &app.url, &alice, &bob, &slug).await;
     // The edge that served a write forgot what it changed before answering: the very next
     // read shows it, whenever the event comes.
@@ -336,12 +329,7 @@ async fn a_writer_reads_each_of_its_writes_at_once() {
 )]
 async fn another_edge_sees_every_kind_of_change_through_the_events() {
     let mut app = TestSystem::start_production().await;
-    let (alice, _) = app.register("alice").await;
-    let (bob, _) = app.register("bob").await;
-    let slug = app.create_post(&alice, "First light", &["sky"]).await["slug"]
-        .as_str()
-        .expect("slug")
-        .to_owned();
+    let (alice, bob, slug) = alice_bob_and_a_post(&app, "First light").await;
     let reader = app
         .processes()
         .start_replica(Service::BlogAggregator, &[])
@@ -378,12 +366,7 @@ async fn another_edge_sees_every_kind_of_change_through_the_events() {
 )]
 async fn an_edge_that_cannot_hear_the_bus_reads_from_the_services() {
     let mut app = TestSystem::start_production_with_bus_proxy().await;
-    let (alice, _) = app.register("alice").await;
-    let (bob, _) = app.register("bob").await;
-    let slug = app.create_post(&alice, "Quiet line", &[]).await["slug"]
-        .as_str()
-        .expect("slug")
-        .to_owned();
+    let (_, bob, slug) = alice_bob_and_a_post(&app, "Quiet line").await;
     let card = json!({ "s": slug });
     let edge = app.url.clone();
     until_served_from_memory(&app, &edge, &slug).await;

@@ -26,22 +26,9 @@ use support::{TestSystem, count, ws};
 /// other's health checks and budgets. One at a time, then.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A GraphQL request to the edge at `base`.
+/// A GraphQL request to the edge at `base`, which must succeed.
 async fn gql_at(app: &TestSystem, base: &str, token: Option<&str>, query: &str) -> Value {
-    let mut request = app
-        .http
-        .post(format!("{base}/graphql"))
-        .json(&json!({ "query": query }));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let body: Value = request
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("JSON");
+    let body = app.gql_at(base, token, query, json!({})).await;
     assert!(body.get("errors").is_none(), "{body}");
     body
 }

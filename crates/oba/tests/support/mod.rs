@@ -172,9 +172,20 @@ impl TestSystem {
 
     /// Runs a GraphQL document; returns the whole response body.
     pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        self.gql_at(&self.url, token, query, variables).await
+    }
+
+    /// Runs a GraphQL document at the edge at `base` (another replica); the whole body.
+    pub async fn gql_at(
+        &self,
+        base: &str,
+        token: Option<&str>,
+        query: &str,
+        variables: Value,
+    ) -> Value {
         let mut request = self
             .http
-            .post(format!("{}/graphql", self.url))
+            .post(format!("{base}/graphql"))
             .json(&json!({ "query": query, "variables": variables }));
         if let Some(token) = token {
             request = request.bearer_auth(token);
