@@ -61,8 +61,8 @@ pub struct Config {
     /// The bus whose events keep the read model fresh (`OBA_BUS_URL`; unset when the edge
     /// runs alone: then it has no read model and reads everything from the services).
     pub bus: BusConfig,
-    /// Bounds of the read model (`OBA_READ_MODEL_ENTRIES`, `OBA_READ_MODEL_MAX_AGE_MS`; an
-    /// age of 0 turns it off).
+    /// Bounds of the read model (`OBA_READ_MODEL_ENTRIES`, `OBA_READ_MODEL_MAX_MIB`,
+    /// `OBA_READ_MODEL_MAX_AGE_MS`; an age of 0 turns it off).
     pub read_model: compose::read_model::ReadModelLimits,
 }
 
@@ -116,6 +116,10 @@ impl Config {
                         NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
                     )
                     .value,
+                max_bytes: env
+                    .parsed("OBA_READ_MODEL_MAX_MIB", 128_usize)
+                    .value
+                    .saturating_mul(1 << 20),
                 max_age: Duration::from_millis(
                     env.parsed("OBA_READ_MODEL_MAX_AGE_MS", 30_000).value,
                 ),

@@ -45,11 +45,14 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prost::Message;
 
-/// How the read model is bounded (`OBA_READ_MODEL_ENTRIES`, `OBA_READ_MODEL_MAX_AGE_MS`).
+/// How the read model is bounded (`OBA_READ_MODEL_ENTRIES`, `OBA_READ_MODEL_MAX_MIB`,
+/// `OBA_READ_MODEL_MAX_AGE_MS`).
 #[derive(Debug, Clone, Copy)]
 pub struct ReadModelLimits {
     /// Entries per table at most; the least recently used go first.
     pub entries: NonZeroUsize,
+    /// Bytes of keys and values in all tables at most (a page of posts can be megabytes).
+    pub max_bytes: usize,
     /// Age after which an entry is asked for again even if no event said it changed.
     pub max_age: Duration,
 }
@@ -93,28 +96,108 @@ struct LookupLabels {
     outcome: &'static str,
 }
 
-/// One table: an LRU with a generation that every change bumps.
+/// The approximate memory an entry's key or value holds, for the byte bound.
+pub trait Weight {
+    fn weight(&self) -> usize;
+}
+
+macro_rules! weight_of_messages {
+    ($($message:ty),*) => {$(
+        impl Weight for $message {
+            fn weight(&self) -> usize {
+                prost::Message::encoded_len(self)
+            }
+        }
+    )*};
+}
+
+weight_of_messages!(
+    post_pb::PostPage,
+    post_pb::Post,
+    user_pb::Profile,
+    comment_pb::CommentPage
+);
+
+impl Weight for String {
+    fn weight(&self) -> usize {
+        std::mem::size_of::<String>() + self.len()
+    }
+}
+
+impl Weight for u64 {
+    fn weight(&self) -> usize {
+        8
+    }
+}
+
+impl Weight for () {
+    fn weight(&self) -> usize {
+        0
+    }
+}
+
+impl Weight for Vec<String> {
+    fn weight(&self) -> usize {
+        self.iter().map(Weight::weight).sum()
+    }
+}
+
+impl Weight for ViewerSet {
+    fn weight(&self) -> usize {
+        self.iter().map(Weight::weight).sum()
+    }
+}
+
+impl Weight for PageKey {
+    fn weight(&self) -> usize {
+        self.after.weight()
+            + self.tag.weight()
+            + self.author.weight()
+            + self.followed.as_ref().map_or(0, Weight::weight)
+    }
+}
+
+impl Weight for CommentPageKey {
+    fn weight(&self) -> usize {
+        self.post_id.weight() + self.after.weight()
+    }
+}
+
+/// One table: an LRU bounded in entries and bytes, with a generation that every change bumps.
 struct Table<K: Hash + Eq, V> {
     name: &'static str,
+    max_bytes: usize,
     state: Mutex<TableState<K, V>>,
 }
 
 struct TableState<K: Hash + Eq, V> {
     generation: u64,
-    entries: LruCache<K, (V, Instant)>,
+    /// Each value with when it was filled and the weight of the entry.
+    entries: LruCache<K, (V, Instant, usize)>,
+    bytes: usize,
+}
+
+impl<K: Hash + Eq, V> TableState<K, V> {
+    fn pop(&mut self, key: &K) {
+        if let Some((_, _, weight)) = self.entries.pop(key) {
+            self.bytes -= weight;
+        }
+    }
 }
 
 /// The generation a fill started under.
 #[derive(Debug, Clone, Copy)]
 pub struct Ticket(u64);
 
-impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
-    fn new(name: &'static str, entries: NonZeroUsize) -> Self {
+impl<K: Hash + Eq + Clone + Weight, V: Clone + Weight> Table<K, V> {
+    fn new(name: &'static str, entries: NonZeroUsize, max_bytes: usize) -> Self {
         Self {
             name,
+            max_bytes,
             state: Mutex::new(TableState {
                 generation: 0,
                 entries: LruCache::new(entries),
+                bytes: 0,
             }),
         }
     }
@@ -122,9 +205,9 @@ impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
     fn get(&self, key: &K, max_age: Duration) -> Option<V> {
         let mut state = self.state.lock().ok()?;
         match state.entries.get(key) {
-            Some((value, filled)) if filled.elapsed() <= max_age => Some(value.clone()),
+            Some((value, filled, _)) if filled.elapsed() <= max_age => Some(value.clone()),
             Some(_) => {
-                state.entries.pop(key);
+                state.pop(key);
                 None
             }
             None => None,
@@ -145,14 +228,28 @@ impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
         }
         let now = Instant::now();
         for (key, value) in entries {
-            state.entries.put(key, (value, now));
+            let weight = key.weight() + value.weight();
+            if weight > self.max_bytes {
+                continue;
+            }
+            // push hands back the entry it replaced or evicted.
+            if let Some((_, (_, _, evicted))) = state.entries.push(key, (value, now, weight)) {
+                state.bytes -= evicted;
+            }
+            state.bytes += weight;
+            while state.bytes > self.max_bytes {
+                match state.entries.pop_lru() {
+                    Some((_, (_, _, evicted))) => state.bytes -= evicted,
+                    None => break,
+                }
+            }
         }
     }
 
     fn forget(&self, key: &K) {
         if let Ok(mut state) = self.state.lock() {
             state.generation += 1;
-            state.entries.pop(key);
+            state.pop(key);
         }
     }
 
@@ -162,11 +259,11 @@ impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
             let keys: Vec<K> = state
                 .entries
                 .iter()
-                .filter(|(key, (value, _))| stale(key, value))
+                .filter(|(key, (value, _, _))| stale(key, value))
                 .map(|(key, _)| key.clone())
                 .collect();
             for key in keys {
-                state.entries.pop(&key);
+                state.pop(&key);
             }
         }
     }
@@ -175,6 +272,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
         if let Ok(mut state) = self.state.lock() {
             state.generation += 1;
             state.entries.clear();
+            state.bytes = 0;
         }
     }
 }
@@ -206,19 +304,23 @@ impl ReadModel {
         let entries = limits.entries;
         // A viewer's set is up to MAX_VIEWER_SET ids: fewer of them fit the same memory.
         let viewers = NonZeroUsize::new(entries.get() / 10).unwrap_or(NonZeroUsize::MIN);
+        // Pages, posts and comment pages hold bodies: a fifth of the bytes each; the other
+        // seven tables share the last two fifths.
+        let large = limits.max_bytes / 5;
+        let small = limits.max_bytes * 2 / 5 / 7;
         Self {
             serving: AtomicBool::new(false),
             max_age: limits.max_age,
-            pages: Table::new("pages", entries),
-            posts: Table::new("posts", entries),
-            profiles: Table::new("profiles", entries),
-            profiles_by_name: Table::new("profiles_by_name", entries),
-            comment_pages: Table::new("comment_pages", entries),
-            tags: Table::new("tags", NonZeroUsize::MIN),
-            like_counts: Table::new("like_counts", entries),
-            comment_counts: Table::new("comment_counts", entries),
-            following: Table::new("following", viewers),
-            liked: Table::new("liked", viewers),
+            pages: Table::new("pages", entries, large),
+            posts: Table::new("posts", entries, large),
+            profiles: Table::new("profiles", entries, small),
+            profiles_by_name: Table::new("profiles_by_name", entries, small),
+            comment_pages: Table::new("comment_pages", entries, large),
+            tags: Table::new("tags", NonZeroUsize::MIN, small),
+            like_counts: Table::new("like_counts", entries, small),
+            comment_counts: Table::new("comment_counts", entries, small),
+            following: Table::new("following", viewers, small),
+            liked: Table::new("liked", viewers, small),
             lookups: Family::default(),
             events: Counter::default(),
         }
@@ -251,7 +353,11 @@ impl ReadModel {
         found
     }
 
-    fn lookup<K: Hash + Eq + Clone, V: Clone>(&self, table: &Table<K, V>, key: &K) -> Option<V> {
+    fn lookup<K: Hash + Eq + Clone + Weight, V: Clone + Weight>(
+        &self,
+        table: &Table<K, V>,
+        key: &K,
+    ) -> Option<V> {
         if !self.serving() {
             return None;
         }
@@ -260,7 +366,7 @@ impl ReadModel {
     }
 
     /// Looks up each of `keys`; what is not here is left for the source.
-    fn lookup_many<V: Clone>(
+    fn lookup_many<V: Clone + Weight>(
         &self,
         table: &Table<String, V>,
         keys: &[String],
@@ -608,6 +714,7 @@ mod tests {
     fn model() -> ReadModel {
         let model = ReadModel::new(ReadModelLimits {
             entries: NonZeroUsize::new(100).expect("non-zero"),
+            max_bytes: 1 << 20,
             max_age: Duration::from_secs(60),
         });
         model.serving.store(true, Ordering::Release);
@@ -742,6 +849,7 @@ mod tests {
     fn entries_expire_after_the_configured_age() {
         let model = ReadModel::new(ReadModelLimits {
             entries: NonZeroUsize::new(10).expect("non-zero"),
+            max_bytes: 1 << 20,
             max_age: Duration::from_millis(1),
         });
         model.serving.store(true, Ordering::Release);
@@ -835,6 +943,47 @@ mod tests {
     }
 
     #[test]
+    fn large_pages_are_bounded_by_bytes_not_only_by_entries() {
+        let model = ReadModel::new(ReadModelLimits {
+            entries: NonZeroUsize::new(1_000).expect("non-zero"),
+            max_bytes: 5 * 100_000,
+            max_age: Duration::from_secs(60),
+        });
+        model.serving.store(true, Ordering::Release);
+        // Pages of one post with a 60 kB body: a fifth of 500 kB holds one of them.
+        let page = post_pb::PostPage {
+            posts: vec![post_pb::Post {
+                body: "b".repeat(60_000),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let key = |offset| PageKey {
+            first: 1,
+            after: String::new(),
+            offset,
+            tag: String::new(),
+            author: String::new(),
+            followed: None,
+        };
+        for offset in 0..50 {
+            let ticket = model.page_ticket();
+            model.fill_page(ticket, key(offset), &page);
+        }
+        let kept = (0..50).filter(|o| model.page(&key(*o)).is_some()).count();
+        assert_eq!(kept, 1);
+        // The most recent one.
+        assert!(model.page(&key(49)).is_some());
+        let bytes = model
+            .pages
+            .state
+            .lock()
+            .map(|s| s.bytes)
+            .unwrap_or(usize::MAX);
+        assert!(bytes <= 100_000, "{bytes}");
+    }
+
+    #[test]
     fn garbage_on_the_bus_changes_nothing() {
         let model = model();
         let ticket = model.like_ticket();
@@ -848,6 +997,7 @@ mod tests {
     fn each_table_holds_at_most_its_configured_entries() {
         let model = ReadModel::new(ReadModelLimits {
             entries: NonZeroUsize::new(2).expect("non-zero"),
+            max_bytes: 1 << 20,
             max_age: Duration::from_secs(60),
         });
         model.serving.store(true, Ordering::Release);
