@@ -244,7 +244,7 @@ impl BlogApi {
     }
 
     fn model(&self) -> &ReadModel {
-        &self.channels.read_model
+        &self.context.model
     }
 
     /// The signed-in caller, or UNAUTHENTICATED.
@@ -368,8 +368,9 @@ impl BlogApi {
     pub async fn follow(&self, username: &str) -> ApiResult<user_pb::Profile> {
         let request = self.follow_request(username)?;
         let profile = self.peers.users.clone().follow(request).await?.into_inner();
-        self.model()
-            .follows_changed(&self.actor()?.user_id.to_string());
+        if let Some(viewer) = &self.context.viewer {
+            self.model().follows_changed(viewer);
+        }
         self.profiles.clear::<String>();
         Ok(profile)
     }
@@ -383,8 +384,9 @@ impl BlogApi {
             .unfollow(request)
             .await?
             .into_inner();
-        self.model()
-            .follows_changed(&self.actor()?.user_id.to_string());
+        if let Some(viewer) = &self.context.viewer {
+            self.model().follows_changed(viewer);
+        }
         self.profiles.clear::<String>();
         Ok(profile)
     }
@@ -751,8 +753,9 @@ impl BlogApi {
     pub async fn like(&self, slug: &str) -> ApiResult<post_pb::Post> {
         let (post, request) = self.like_request(slug).await?;
         self.peers.likes.clone().like(request).await?;
-        self.model()
-            .likes_changed(&post.id, &self.actor()?.user_id.to_string());
+        if let Some(viewer) = &self.context.viewer {
+            self.model().likes_changed(&post.id, viewer);
+        }
         self.likes.clear::<String>();
         Ok(post)
     }
@@ -760,8 +763,9 @@ impl BlogApi {
     pub async fn unlike(&self, slug: &str) -> ApiResult<post_pb::Post> {
         let (post, request) = self.like_request(slug).await?;
         self.peers.likes.clone().unlike(request).await?;
-        self.model()
-            .likes_changed(&post.id, &self.actor()?.user_id.to_string());
+        if let Some(viewer) = &self.context.viewer {
+            self.model().likes_changed(&post.id, viewer);
+        }
         self.likes.clear::<String>();
         Ok(post)
     }
