@@ -11,6 +11,15 @@ use sea_orm_migration::MigratorTrait;
 use crate::config::{ConfigError, Env, Setting};
 use crate::server::ReadinessCheck;
 
+/// The pool size of a SQLite file. SQLite takes one writer at a time: with more connections,
+/// concurrent writers wait in SQLite's busy handler (sleeps of 1 to 100 ms) or fail at once
+/// when a read transaction must become a write; with one, they queue in the pool, in order.
+pub const SQLITE_CONNECTIONS: u32 = 1;
+
+fn is_sqlite(url: &str) -> bool {
+    url.starts_with("sqlite:")
+}
+
 /// Where and how a service connects to its database.
 #[derive(Debug, Clone)]
 pub struct DbConfig {
@@ -20,11 +29,18 @@ pub struct DbConfig {
 }
 
 impl DbConfig {
-    /// Reads `OBA_DATABASE_URL` (required) and the pool settings.
+    /// Reads `OBA_DATABASE_URL` (required) and the pool settings. The pool size applies to
+    /// PostgreSQL; a SQLite file gets one connection (see [`SQLITE_CONNECTIONS`]).
     pub fn from_env(env: &mut Env) -> Self {
+        let url = env.required("OBA_DATABASE_URL");
+        let max_connections = env.parsed("OBA_DATABASE_MAX_CONNECTIONS", 10).value;
         Self {
-            url: env.required("OBA_DATABASE_URL"),
-            max_connections: env.parsed("OBA_DATABASE_MAX_CONNECTIONS", 10).value,
+            max_connections: if is_sqlite(&url.value) {
+                SQLITE_CONNECTIONS
+            } else {
+                max_connections
+            },
+            url,
             connect_timeout: Duration::from_secs(
                 env.parsed("OBA_DATABASE_CONNECT_TIMEOUT_SECS", 5).value,
             ),
@@ -35,7 +51,7 @@ impl DbConfig {
     pub fn sqlite_file(key: &str, path: &std::path::Path) -> Self {
         Self {
             url: Setting::new(key, format!("sqlite://{}?mode=rwc", path.display())),
-            max_connections: 5,
+            max_connections: SQLITE_CONNECTIONS,
             connect_timeout: Duration::from_secs(5),
         }
     }
@@ -166,7 +182,7 @@ pub async fn create_if_missing(config: &DbConfig) -> Result<bool, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sea_orm::{ConnectionTrait, Statement};
+    use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
     use sea_orm_migration::MigrationTrait;
 
     struct Nothing;
@@ -207,5 +223,59 @@ mod tests {
             // synchronous: 1 is NORMAL (2 would be FULL, a sync at every commit).
             assert_eq!(pair, ["wal", "1"]);
         }
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_on_sqlite_queue_instead_of_failing_busy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("w.db").display());
+        // A pool size meant for PostgreSQL does not make SQLite writers race.
+        let mut env = Env::from_pairs([
+            ("OBA_DATABASE_URL", url.as_str()),
+            ("OBA_DATABASE_MAX_CONNECTIONS", "10"),
+        ]);
+        let config = DbConfig::from_env(&mut env);
+        assert_eq!(config.max_connections, SQLITE_CONNECTIONS);
+        let db = connect_and_migrate::<Nothing>(&config).await.expect("db");
+        let backend = db.get_database_backend();
+        db.execute_raw(Statement::from_string(
+            backend,
+            "CREATE TABLE counter (n INTEGER NOT NULL)",
+        ))
+        .await
+        .expect("create");
+        db.execute_raw(Statement::from_string(
+            backend,
+            "INSERT INTO counter VALUES (0)",
+        ))
+        .await
+        .expect("insert");
+        // Each transaction reads first, then writes: the shape that fails at once with
+        // SQLITE_BUSY_SNAPSHOT when another connection committed in between.
+        let writer = |db: DatabaseConnection| async move {
+            for _ in 0..25 {
+                let txn = db.begin().await?;
+                txn.query_one_raw(Statement::from_string(backend, "SELECT n FROM counter"))
+                    .await?;
+                txn.execute_raw(Statement::from_string(
+                    backend,
+                    "UPDATE counter SET n = n + 1",
+                ))
+                .await?;
+                txn.commit().await?;
+            }
+            Ok::<_, sea_orm::DbErr>(())
+        };
+        let results =
+            futures::future::join_all((0..8).map(|_| tokio::spawn(writer(db.clone())))).await;
+        for result in results {
+            result.expect("task").expect("every write commits");
+        }
+        let row = db
+            .query_one_raw(Statement::from_string(backend, "SELECT n FROM counter"))
+            .await
+            .expect("select")
+            .expect("row");
+        assert_eq!(row.try_get_by_index::<i32>(0).expect("n"), 200);
     }
 }
