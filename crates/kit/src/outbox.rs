@@ -1,6 +1,6 @@
 //! The transactional outbox: an event is written to the `outbox` table in the same database
 //! transaction as the state change it reports, and a relay publishes pending rows in order
-//! and marks them sent. A write therefore never succeeds without its event, and a bus that
+//! and marks them sent (and deletes them an hour later, so the table stays small). A write therefore never succeeds without its event, and a bus that
 //! is down only delays events: they wait in the table until it is back.
 //!
 //! With N replicas of a service, N relays share one outbox, and each row is still published
@@ -200,6 +200,11 @@ pub struct Relay {
 
 const BATCH: u64 = 100;
 const POLL: Duration = Duration::from_millis(500);
+/// How often the backlog gauges are refreshed (a scrape is every few seconds at best).
+const OBSERVE_EVERY: Duration = Duration::from_secs(1);
+/// How often, and after how long, published rows are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+const KEEP_PUBLISHED: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 
 impl Relay {
     pub fn new(
@@ -235,10 +240,14 @@ impl Relay {
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
+        // The gauges on a clock of their own: a publish that hangs on a dead bus must not
+        // hide the backlog, and a busy relay must not pay two counts per event.
+        tokio::join!(self.publish_until(&shutdown), self.observe_until(&shutdown));
+    }
+
+    async fn publish_until(&self, shutdown: &CancellationToken) {
         let mut backoff = POLL;
         loop {
-            // Before publishing too: a publish that hangs on a dead bus must not hide the backlog.
-            self.observe().await;
             match self.publish_pending().await {
                 Ok(()) => backoff = POLL,
                 Err(e) => {
@@ -246,11 +255,29 @@ impl Relay {
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
-            self.observe().await;
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = self.outbox.wake.notified() => {}
                 () = tokio::time::sleep(backoff) => {}
+            }
+        }
+    }
+
+    async fn observe_until(&self, shutdown: &CancellationToken) {
+        let mut ticks = tokio::time::interval(OBSERVE_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pruned = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            self.observe().await;
+            if pruned.elapsed() >= PRUNE_EVERY {
+                pruned = tokio::time::Instant::now();
+                if let Err(e) = self.prune().await {
+                    tracing::warn!(error = %e, "outbox relay: cannot prune published rows");
+                }
             }
         }
     }
@@ -262,8 +289,8 @@ impl Relay {
         Ok(())
     }
 
-    /// Publishes one batch; false when there was nothing to publish (or another replica's
-    /// relay is publishing).
+    /// Publishes one batch; true when a full batch went out (more may wait), false when the
+    /// outbox is drained (or another replica's relay is publishing).
     async fn publish_batch(&self) -> Result<bool, String> {
         let txn = self.db.begin().await.map_err(|e| e.to_string())?;
         if !claim_outbox(&txn).await.map_err(|e| e.to_string())? {
@@ -279,6 +306,7 @@ impl Relay {
         if rows.is_empty() {
             return Ok(false);
         }
+        let full = rows.len() as u64 == BATCH;
         let mut published = Vec::new();
         let mut failure = None;
         for row in rows {
@@ -291,17 +319,19 @@ impl Relay {
                 failure = Some(e.to_string());
                 break;
             }
+            published.push((row.id, row.event_type));
+        }
+        // What was published is marked sent even when the bus failed midway: one statement.
+        if !published.is_empty() {
             OutboxRows::update_many()
                 .col_expr(Column::PublishedAt, Expr::value(Utc::now()))
-                .filter(Column::Id.eq(row.id))
+                .filter(Column::Id.is_in(published.iter().map(|(id, _)| *id)))
                 .exec(&txn)
                 .await
                 .map_err(|e| e.to_string())?;
-            published.push(row.event_type);
         }
-        // What was published is marked sent even when the bus failed midway.
         txn.commit().await.map_err(|e| e.to_string())?;
-        for event_type in published {
+        for (_, event_type) in published {
             self.metrics
                 .published
                 .get_or_create(&EventTypeLabel { event_type })
@@ -309,8 +339,19 @@ impl Relay {
         }
         match failure {
             Some(e) => Err(e),
-            None => Ok(true),
+            None => Ok(full),
         }
+    }
+
+    /// Deletes rows published longer ago than [`KEEP_PUBLISHED`]: the table holds what waits
+    /// and the last hour's history, not every event ever written.
+    async fn prune(&self) -> Result<u64, DbErr> {
+        let before = Utc::now() - KEEP_PUBLISHED;
+        Ok(OutboxRows::delete_many()
+            .filter(Column::PublishedAt.lt(before))
+            .exec(&self.db)
+            .await?
+            .rows_affected)
     }
 
     async fn observe(&self) {
@@ -328,5 +369,110 @@ impl Relay {
             .flatten();
         let age = oldest.map_or(0, |row| (Utc::now() - row.created_at).num_seconds().max(0));
         self.metrics.oldest_pending_seconds.set(age);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::{EventBus, InProcessBus};
+    use crate::db::{DbConfig, connect_and_migrate};
+    use sea_orm_migration::MigrationTrait;
+
+    struct OutboxOnly;
+
+    impl MigratorTrait for OutboxOnly {
+        fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+            vec![Box::new(CreateOutbox)]
+        }
+    }
+
+    use sea_orm_migration::MigratorTrait;
+
+    async fn relay_on_sqlite(dir: &tempfile::TempDir) -> (Relay, Arc<InProcessBus>) {
+        let config = DbConfig::sqlite_file("OBA_DATABASE_URL", &dir.path().join("o.db"));
+        let db = connect_and_migrate::<OutboxOnly>(&config)
+            .await
+            .expect("db");
+        let bus = Arc::new(InProcessBus::default());
+        let relay = Relay::new(
+            db,
+            bus.clone(),
+            "t",
+            Outbox::default(),
+            &Metrics::new("test"),
+        );
+        (relay, bus)
+    }
+
+    fn event(n: u8) -> oba_proto::event::v1::PostLiked {
+        oba_proto::event::v1::PostLiked {
+            post_id: n.to_string(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn relay_publishes_every_pending_row_in_order_then_marks_it_sent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (relay, bus) = relay_on_sqlite(&dir).await;
+        let mut heard = bus.listen("t.>");
+        for n in 0..3 {
+            let txn = relay.db.begin().await.expect("begin");
+            relay
+                .outbox
+                .enqueue(&txn, "post.liked", n, &event(n))
+                .await
+                .expect("enqueue");
+            txn.commit().await.expect("commit");
+        }
+        relay.publish_pending().await.expect("publish");
+        for n in 0..3u8 {
+            let payload = heard.try_recv().expect("published");
+            let envelope = oba_proto::event::v1::Envelope::decode(payload).expect("an envelope");
+            assert_eq!(envelope.aggregate_id, n.to_string(), "oldest first");
+        }
+        assert!(heard.try_recv().is_err(), "each row once");
+        let pending = OutboxRows::find()
+            .filter(Column::PublishedAt.is_null())
+            .count(&relay.db)
+            .await
+            .expect("count");
+        assert_eq!(pending, 0);
+        relay.publish_pending().await.expect("publish again");
+        assert!(heard.try_recv().is_err(), "a sent row is not sent again");
+    }
+
+    #[tokio::test]
+    async fn pruning_deletes_only_rows_sent_over_an_hour_ago() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (relay, _bus) = relay_on_sqlite(&dir).await;
+        let row = |published_at: Option<chrono::DateTime<Utc>>| entity::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            event_type: Set("post.liked".into()),
+            envelope: Set(Vec::new()),
+            created_at: Set(Utc::now()),
+            published_at: Set(published_at),
+        };
+        let old = Utc::now() - chrono::TimeDelta::minutes(61);
+        let recent = Utc::now() - chrono::TimeDelta::minutes(59);
+        OutboxRows::insert_many([row(Some(old)), row(Some(recent)), row(None)])
+            .exec_without_returning(&relay.db)
+            .await
+            .expect("insert");
+        assert_eq!(relay.prune().await.expect("prune"), 1);
+        let left: Vec<_> = OutboxRows::find()
+            .all(&relay.db)
+            .await
+            .expect("rows")
+            .into_iter()
+            .map(|r| r.published_at)
+            .collect();
+        assert_eq!(left.len(), 2);
+        assert!(left.contains(&None), "a pending row is never pruned");
+        assert!(
+            left.iter().any(|p| p.is_some_and(|at| at > old)),
+            "the last hour is kept"
+        );
     }
 }
