@@ -39,17 +39,6 @@ impl LikeGrpc {
             post_author_id: Some(post_author_id),
         })
     }
-
-    async fn summary(&self, post_id: Uuid, viewer: Uuid) -> Result<pb::LikeSummary, Status> {
-        let counts = self.store.counts(&[post_id]).await?;
-        let liked = self.store.liked_among(viewer, &[post_id]).await?;
-        let summary = summarize(&[post_id], &counts, &liked);
-        Ok(summary
-            .into_iter()
-            .map(summary_message)
-            .next()
-            .unwrap_or_default())
-    }
 }
 
 #[tonic::async_trait]
@@ -59,10 +48,12 @@ impl LikeService for LikeGrpc {
         request: Request<pb::LikeRequest>,
     ) -> Result<Response<pb::LikeSummary>, Status> {
         let like = self.like_of(&request).await?;
-        self.store.like(like).await?;
-        Ok(Response::new(
-            self.summary(like.post_id, like.user_id).await?,
-        ))
+        let count = self.store.like(like).await?;
+        Ok(Response::new(pb::LikeSummary {
+            post_id: like.post_id.to_string(),
+            count,
+            liked_by_viewer: true,
+        }))
     }
 
     async fn unlike(
@@ -70,10 +61,12 @@ impl LikeService for LikeGrpc {
         request: Request<pb::LikeRequest>,
     ) -> Result<Response<pb::LikeSummary>, Status> {
         let like = self.like_of(&request).await?;
-        self.store.unlike(like).await?;
-        Ok(Response::new(
-            self.summary(like.post_id, like.user_id).await?,
-        ))
+        let count = self.store.unlike(like).await?;
+        Ok(Response::new(pb::LikeSummary {
+            post_id: like.post_id.to_string(),
+            count,
+            liked_by_viewer: false,
+        }))
     }
 
     async fn count_likes(

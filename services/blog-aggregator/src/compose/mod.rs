@@ -752,22 +752,26 @@ impl BlogApi {
 
     pub async fn like(&self, slug: &str) -> ApiResult<post_pb::Post> {
         let (post, request) = self.like_request(slug).await?;
-        self.peers.likes.clone().like(request).await?;
-        if let Some(viewer) = &self.context.viewer {
-            self.model().likes_changed(&post.id, viewer);
-        }
-        self.likes.clear::<String>();
+        let summary = self.peers.likes.clone().like(request).await?.into_inner();
+        self.liked(&post, summary).await;
         Ok(post)
     }
 
     pub async fn unlike(&self, slug: &str) -> ApiResult<post_pb::Post> {
         let (post, request) = self.like_request(slug).await?;
-        self.peers.likes.clone().unlike(request).await?;
+        let summary = self.peers.likes.clone().unlike(request).await?.into_inner();
+        self.liked(&post, summary).await;
+        Ok(post)
+    }
+
+    /// After a like or unlike: what the model and this request's loader knew of the post's
+    /// likes is stale, and the write's answer is the fresh count the response shows.
+    async fn liked(&self, post: &post_pb::Post, summary: like_pb::LikeSummary) {
         if let Some(viewer) = &self.context.viewer {
             self.model().likes_changed(&post.id, viewer);
         }
         self.likes.clear::<String>();
-        Ok(post)
+        self.likes.feed_one(post.id.clone(), summary).await;
     }
 
     async fn like_request(&self, slug: &str) -> ApiResult<(post_pb::Post, like_pb::LikeRequest)> {

@@ -11,12 +11,21 @@ use oba_kit::outbox::Outbox;
 use oba_proto::event::v1::PostLiked;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use uuid::Uuid;
 
 use entity::{ActiveModel, Column, Entity as Likes};
+
+/// A post's like count, read in the transaction that changed it.
+async fn count_of(txn: &impl ConnectionTrait, post_id: Uuid) -> Result<u64, ServiceError> {
+    let count = Likes::find()
+        .filter(Column::PostId.eq(post_id))
+        .count(txn)
+        .await?;
+    Ok(count)
+}
 
 /// Who likes which post (and whose post it is, for the event).
 #[derive(Debug, Clone, Copy)]
@@ -50,8 +59,9 @@ impl LikeStore {
         Self { db, outbox }
     }
 
-    /// Idempotent: the primary key makes a repeated like a no-op, even under races.
-    pub async fn like(&self, like: LikeKey) -> Result<(), ServiceError> {
+    /// Idempotent: the primary key makes a repeated like a no-op, even under races. Returns
+    /// the post's like count as of this commit.
+    pub async fn like(&self, like: LikeKey) -> Result<u64, ServiceError> {
         let LikeKey {
             post_id, user_id, ..
         } = like;
@@ -74,12 +84,14 @@ impl LikeStore {
                 .enqueue(&txn, "post.liked", post_id, &like.event())
                 .await?;
         }
+        let count = count_of(&txn, post_id).await?;
         txn.commit().await?;
         self.outbox.committed();
-        Ok(())
+        Ok(count)
     }
 
-    pub async fn unlike(&self, like: LikeKey) -> Result<(), ServiceError> {
+    /// Returns the post's like count as of this commit.
+    pub async fn unlike(&self, like: LikeKey) -> Result<u64, ServiceError> {
         let txn = self.db.begin().await?;
         let deleted = Likes::delete_many()
             .filter(Column::PostId.eq(like.post_id))
@@ -91,9 +103,10 @@ impl LikeStore {
                 .enqueue(&txn, "post.unliked", like.post_id, &like.event())
                 .await?;
         }
+        let count = count_of(&txn, like.post_id).await?;
         txn.commit().await?;
         self.outbox.committed();
-        Ok(())
+        Ok(count)
     }
 
     /// Like counts of many posts in one query; posts nobody liked are left out.
