@@ -21,6 +21,7 @@ use oba_kit::shutdown::CancellationToken;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub mod bench;
 mod supervisor;
 pub use supervisor::{SeparateProcesses, run as run_separate};
 

@@ -79,6 +79,43 @@ enum Command {
     /// GET an http:// URL and exit 0 on a 2xx answer (container health checks: the image
     /// has no shell or curl).
     Probe { url: String },
+    /// Load any RealWorld (Conduit) API: seed it through its public API, then start
+    /// operations at a constant rate (open loop: latency from each one's intended start) in
+    /// a mix of 60 % home lists, 30 % article + comments, 10 % writes; prints a table and
+    /// writes a JSON report.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// The API root, e.g. http://127.0.0.1:8080/api
+    api: String,
+    /// Operations started per second.
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// Seconds of load after seeding.
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    #[arg(long, default_value_t = 20)]
+    users: usize,
+    /// Users each user follows.
+    #[arg(long, default_value_t = 5)]
+    follows: usize,
+    #[arg(long, default_value_t = 500)]
+    articles: usize,
+    #[arg(long, default_value_t = 2000)]
+    favorites: usize,
+    #[arg(long, default_value_t = 1000)]
+    comments: usize,
+    /// Operations in flight at most (bounds the generator's memory against a stalled server).
+    #[arg(long, default_value_t = 4096)]
+    max_in_flight: usize,
+    /// Where the JSON report goes.
+    #[arg(long, default_value = "oba-bench.json")]
+    report: std::path::PathBuf,
+    /// Also draw latency over time (p50, p99, max per second) into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -115,6 +152,7 @@ async fn main() -> ExitCode {
             Ok(())
         }
         Command::Probe { url } => oba::probe(&url).await,
+        Command::Bench(args) => bench(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -123,6 +161,44 @@ async fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+async fn bench(args: BenchArgs) -> Result<(), StartError> {
+    let config = oba::bench::BenchConfig {
+        api: args.api,
+        rate: args.rate,
+        duration: std::time::Duration::from_secs(args.seconds),
+        seed: oba::bench::SeedSizes {
+            users: args.users,
+            follows: args.follows,
+            articles: args.articles,
+            favorites: args.favorites,
+            comments: args.comments,
+        },
+        max_in_flight: args.max_in_flight,
+        report: Some(args.report.clone()),
+        plot: args.plot.clone(),
+    };
+    eprintln!("seeding {} ...", config.api);
+    let report = oba::bench::run(&config, |p| {
+        eprintln!(
+            "{:>4} s  started {:>7}  finished {:>7}  errors {:>5}  in flight {:>5}  p99 {:>8.2} ms",
+            p.elapsed.as_secs(),
+            p.started,
+            p.finished,
+            p.errors,
+            p.in_flight,
+            p.p99_ms
+        );
+    })
+    .await
+    .map_err(|e| StartError::Io(e.to_string()))?;
+    println!("{}", report.table());
+    println!("report: {}", args.report.display());
+    if let Some(plot) = &args.plot {
+        println!("chart: {}", plot.display());
+    }
+    Ok(())
 }
 
 fn keygen(dir: &std::path::Path) -> Result<(), StartError> {
