@@ -137,13 +137,18 @@ impl TokenSigner {
     }
 }
 
-/// Verifies tokens with the public key.
+/// Verifies tokens with the public key. Cheap to clone (every request's layer holds one).
 #[derive(Clone)]
 pub struct TokenVerifier {
+    rules: Arc<VerificationRules>,
+    verified: Arc<VerifiedTokens>,
+}
+
+/// The key and the claims each kind of token must carry.
+struct VerificationRules {
     key: DecodingKey,
     validation: Validation,
     service_validation: Validation,
-    verified: Arc<VerifiedTokens>,
 }
 
 /// Credentials this process has verified, by token, until they expire. A service sees the
@@ -191,9 +196,11 @@ impl TokenVerifier {
         service_validation.set_required_spec_claims(&["exp", "aud"]);
         service_validation.set_audience(&[SERVICE_AUDIENCE]);
         Self {
-            key,
-            validation,
-            service_validation,
+            rules: Arc::new(VerificationRules {
+                key,
+                validation,
+                service_validation,
+            }),
             verified: Arc::new(VerifiedTokens {
                 entries: Mutex::new(lru::LruCache::new(VERIFIED_TOKENS)),
             }),
@@ -231,12 +238,12 @@ impl TokenVerifier {
 
     /// A user's session token.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        decode(token, &self.key, &self.validation)
+        decode(token, &self.rules.key, &self.rules.validation)
     }
 
     /// A service credential.
     pub fn verify_service(&self, token: &str) -> Result<ServiceClaims, TokenError> {
-        decode(token, &self.key, &self.service_validation)
+        decode(token, &self.rules.key, &self.rules.service_validation)
     }
 }
 
