@@ -196,6 +196,25 @@ struct Outcome {
     ok: bool,
 }
 
+/// A request to the RealWorld API as the user of `token` (its `Token` scheme), with a JSON body.
+fn api_request(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    api: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> reqwest::RequestBuilder {
+    let mut request = http.request(method, format!("{api}{path}"));
+    if let Some(token) = token {
+        request = request.header("Authorization", format!("Token {token}"));
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request
+}
+
 impl World {
     async fn call(
         &self,
@@ -204,13 +223,7 @@ impl World {
         token: &str,
         body: Option<Value>,
     ) -> Outcome {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.api))
-            .header("Authorization", format!("Token {token}"));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
+        let request = api_request(&self.http, method, &self.api, path, Some(token), body);
         match request.send().await {
             Ok(response) => {
                 let status = response.status();
@@ -346,13 +359,14 @@ impl SeedCall {
             what: what.clone(),
             detail,
         };
-        let mut request = http.request(self.method, format!("{api}{}", self.path));
-        if let Some(token) = self.token {
-            request = request.header("Authorization", format!("Token {token}"));
-        }
-        if let Some(body) = self.body {
-            request = request.json(&body);
-        }
+        let request = api_request(
+            &http,
+            self.method,
+            &api,
+            &self.path,
+            self.token.as_deref(),
+            self.body,
+        );
         let response = request.send().await.map_err(|e| fail(e.to_string()))?;
         let status = response.status();
         let text = response.text().await.map_err(|e| fail(e.to_string()))?;

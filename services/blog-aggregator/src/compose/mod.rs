@@ -753,20 +753,20 @@ impl BlogApi {
     pub async fn like(&self, slug: &str) -> ApiResult<post_pb::Post> {
         let (post, request) = self.like_request(slug).await?;
         let summary = self.peers.likes.clone().like(request).await?.into_inner();
-        self.liked(&post, summary).await;
+        self.like_written(&post, summary).await;
         Ok(post)
     }
 
     pub async fn unlike(&self, slug: &str) -> ApiResult<post_pb::Post> {
         let (post, request) = self.like_request(slug).await?;
         let summary = self.peers.likes.clone().unlike(request).await?.into_inner();
-        self.liked(&post, summary).await;
+        self.like_written(&post, summary).await;
         Ok(post)
     }
 
     /// After a like or unlike: what the model and this request's loader knew of the post's
     /// likes is stale, and the write's answer is the fresh count the response shows.
-    async fn liked(&self, post: &post_pb::Post, summary: like_pb::LikeSummary) {
+    async fn like_written(&self, post: &post_pb::Post, summary: like_pb::LikeSummary) {
         if let Some(viewer) = &self.context.viewer {
             self.model().likes_changed(&post.id, viewer);
         }
