@@ -348,6 +348,44 @@ mod tests {
         PeerTargets::parse(&Setting::new("OBA_POST_SERVICE_URL", url.to_owned()))
     }
 
+    fn breaker_rule() -> SilentPeer {
+        SilentPeer::new(&PeerPolicy::default())
+    }
+
+    #[test]
+    fn calls_failing_together_while_other_replicas_answer_do_not_open_the_breaker() {
+        let mut rule = breaker_rule();
+        let start = Instant::now();
+        rule.answered_at(start);
+        // A replica dies with eight calls in flight: all fail within milliseconds.
+        let opened = (1..=8).any(|ms| rule.opens_at(start + Duration::from_millis(ms)));
+        assert!(!opened);
+        // Another replica answers; the count starts again.
+        rule.answered_at(start + Duration::from_millis(20));
+        let later = start + Duration::from_secs(1);
+        assert!(!(0..4).any(|ms| rule.opens_at(later + Duration::from_millis(ms))));
+    }
+
+    #[test]
+    fn failures_from_a_silent_peer_open_the_breaker() {
+        let mut rule = breaker_rule();
+        let start = Instant::now();
+        rule.answered_at(start);
+        let failures: Vec<bool> = (1..=6)
+            .map(|n| rule.opens_at(start + Duration::from_millis(150 * n)))
+            .collect();
+        // The fifth failure in a row comes 750 ms after the last answer: silent long enough.
+        assert_eq!(failures, [false, false, false, false, true, true]);
+    }
+
+    #[test]
+    fn a_peer_that_never_answered_is_failing_after_the_failures_alone() {
+        let mut rule = breaker_rule();
+        let now = Instant::now();
+        let failures: Vec<bool> = (0..5).map(|_| rule.opens_at(now)).collect();
+        assert_eq!(failures, [false, false, false, false, true]);
+    }
+
     #[test]
     fn a_peer_url_names_one_address_a_host_or_a_list() {
         let one = targets("http://127.0.0.1:8082").expect("one");
@@ -394,8 +432,11 @@ mod tests {
 pub struct PeerPolicy {
     /// Calls in flight to one peer at most; more are refused at once (a bulkhead).
     pub max_in_flight: usize,
-    /// Consecutive transport failures or timeouts that open the breaker.
+    /// Transport failures or timeouts, with no answer between them, that open the breaker.
     pub breaker_failures: u32,
+    /// How long the peer must have answered nothing before those failures open it: calls
+    /// failing together on one dead replica while the others answer are not a failing peer.
+    pub breaker_silence: Duration,
     /// How long an open breaker refuses calls before one probe call may pass.
     pub breaker_open_for: Duration,
 }
@@ -405,8 +446,62 @@ impl Default for PeerPolicy {
         Self {
             max_in_flight: 256,
             breaker_failures: 5,
+            breaker_silence: Duration::from_millis(500),
             breaker_open_for: Duration::from_secs(2),
         }
+    }
+}
+
+/// The breaker's rule: open after `failures` failed calls in a row *and* no answer from the
+/// peer for `silence`. Counting failures in a row alone would open a balanced peer's breaker
+/// when one replica dies: every call in flight on its connection fails at the same instant,
+/// although the other replicas go on answering.
+#[derive(Debug, Clone)]
+struct SilentPeer {
+    failures: u32,
+    silence: Duration,
+    open_for: Duration,
+    in_a_row: u32,
+    last_answer: Option<Instant>,
+}
+
+impl SilentPeer {
+    fn new(policy: &PeerPolicy) -> Self {
+        Self {
+            failures: policy.breaker_failures.max(1),
+            silence: policy.breaker_silence,
+            open_for: policy.breaker_open_for,
+            in_a_row: 0,
+            last_answer: None,
+        }
+    }
+
+    fn answered_at(&mut self, now: Instant) {
+        self.in_a_row = 0;
+        self.last_answer = Some(now);
+    }
+
+    /// Whether the failure of a call at `now` opens the breaker.
+    fn opens_at(&mut self, now: Instant) -> bool {
+        self.in_a_row = self.in_a_row.saturating_add(1);
+        let silent = self
+            .last_answer
+            .is_none_or(|answer| now.saturating_duration_since(answer) >= self.silence);
+        self.in_a_row >= self.failures && silent
+    }
+}
+
+impl failsafe::failure_policy::FailurePolicy for SilentPeer {
+    fn record_success(&mut self) {
+        self.answered_at(Instant::now());
+    }
+
+    fn mark_dead_on_failure(&mut self) -> Option<Duration> {
+        self.opens_at(Instant::now()).then_some(self.open_for)
+    }
+
+    fn revived(&mut self) {
+        self.in_a_row = 0;
     }
 }
 
@@ -538,15 +633,13 @@ impl Drop for ProbeGuard {
     }
 }
 
-type Breaker = failsafe::StateMachine<
-    failsafe::failure_policy::ConsecutiveFailures<failsafe::backoff::Constant>,
-    BreakerGauge,
->;
+type Breaker = failsafe::StateMachine<SilentPeer, BreakerGauge>;
 
 /// A channel to one peer that fails fast when the peer is sick: at most
 /// `max_in_flight` calls at once (more are refused, so a slow peer cannot tie up every
 /// caller), and a circuit breaker that opens after consecutive transport failures or
-/// timeouts, refuses calls at once while open, and lets one probe through after a while.
+/// timeouts with the peer silent (see [`SilentPeer`]), refuses calls at once while open,
+/// and lets one probe through after a while.
 /// Every failure is a `tonic::Status` UNAVAILABLE or DEADLINE_EXCEEDED, never UNKNOWN.
 #[derive(Clone)]
 pub struct GuardedChannel {
@@ -574,10 +667,7 @@ impl GuardedChannel {
             .clone();
         let probe = Probe::default();
         let breaker = failsafe::Config::new()
-            .failure_policy(failsafe::failure_policy::consecutive_failures(
-                policy.breaker_failures,
-                failsafe::backoff::constant(policy.breaker_open_for),
-            ))
+            .failure_policy(SilentPeer::new(&policy))
             .instrument(BreakerGauge {
                 gauge: gauge.clone(),
                 peer,

@@ -54,7 +54,7 @@ pub struct Config {
     /// Time budgets of a read and a write request (`OBA_READ_BUDGET_MS`, `OBA_WRITE_BUDGET_MS`).
     pub budgets: compose::Budgets,
     /// How peers are guarded (`OBA_PEER_MAX_IN_FLIGHT`, `OBA_PEER_BREAKER_FAILURES`,
-    /// `OBA_PEER_BREAKER_OPEN_MS`).
+    /// `OBA_PEER_BREAKER_SILENCE_MS`, `OBA_PEER_BREAKER_OPEN_MS`).
     pub peer_policy: PeerPolicy,
     /// How often counted reads of posts are reported to post-service (`OBA_VIEW_REPORT_MS`).
     pub view_report_interval: Duration,
@@ -101,6 +101,9 @@ impl Config {
             peer_policy: PeerPolicy {
                 max_in_flight: env.parsed("OBA_PEER_MAX_IN_FLIGHT", 256).value,
                 breaker_failures: env.parsed("OBA_PEER_BREAKER_FAILURES", 5).value,
+                breaker_silence: Duration::from_millis(
+                    env.parsed("OBA_PEER_BREAKER_SILENCE_MS", 500).value,
+                ),
                 breaker_open_for: Duration::from_millis(
                     env.parsed("OBA_PEER_BREAKER_OPEN_MS", 2_000).value,
                 ),
