@@ -30,6 +30,8 @@ SERVICES = ["user-service", "post-service", "comment-service", "like-service", "
             "notification-service", "blog-aggregator"]
 WITH_DATABASE = SERVICES[:6]
 ALWAYS_ALLOWED = {"RUST_LOG"}
+# The standard OpenTelemetry variables, read by the exporter (see kit::telemetry).
+STANDARD_PREFIXES = ("OTEL_",)
 
 passed, failed = 0, []
 
@@ -51,7 +53,7 @@ def settings(service):
 def check_env(where, service, keys, known):
     required = {k for k, r in known.items() if r == "required"}
     check(required <= keys, f"{where}: {service} lacks required {sorted(required - keys)}")
-    unknown = keys - set(known) - ALWAYS_ALLOWED
+    unknown = {k for k in keys - set(known) - ALWAYS_ALLOWED if not k.startswith(STANDARD_PREFIXES)}
     check(not unknown, f"{where}: {service} sets keys it does not read {sorted(unknown)}")
 
 
@@ -96,7 +98,8 @@ def main():
             by_kind = {}
             for d in docs:
                 by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
-            deployments = by_kind.get("Deployment", {})
+            deployments = {n: d for n, d in by_kind.get("Deployment", {}).items()
+                           if d["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") == "oba"}
             check(sorted(deployments) == sorted(SERVICES), f"{overlay}: deployments {sorted(deployments)}")
             for name, d in deployments.items():
                 pod = d["spec"]["template"]["spec"]
@@ -153,6 +156,11 @@ def main():
                 for name, d in deployments.items():
                     c = d["spec"]["template"]["spec"]["containers"][0]
                     check(c.get("imagePullPolicy") == "Never", f"dev: {name} imagePullPolicy Never")
+                    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+                    check(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") == "http://jaeger:4317", f"dev: {name} exports spans to Jaeger")
+                jaeger = by_kind.get("Service", {}).get("jaeger")
+                check(jaeger is not None and {p["port"] for p in jaeger["spec"]["ports"]} >= {4317, 16686},
+                      "dev: Jaeger receives OTLP/gRPC and shows its UI")
             ingress = by_kind.get("Ingress", {}).get("oba")
             check(ingress is not None, f"{overlay}: ingress")
             if ingress:
@@ -175,6 +183,8 @@ def main():
                 if os.path.exists(path):
                     keys |= env_file_keys(path)
             check_env("compose", name, keys, known[name])
+            check(s.get("environment", {}).get("OTEL_EXPORTER_OTLP_ENDPOINT") == "http://jaeger:4317",
+                  f"compose: {name} exports spans to Jaeger")
             test = s.get("healthcheck", {}).get("test", [])
             url = next((t for t in test if t.startswith("http://")), None)
             check(url is not None, f"compose: {name} health check")
@@ -189,6 +199,9 @@ def main():
                 migrate = compose.get(f"{name}-migrate", {})
                 check(migrate.get("command") == ["migrate", name], f"compose: {name} migrates first")
         check(compose.get("blog-aggregator", {}).get("ports") == ["8080:8080"], "compose: edge published on 8080")
+        jaeger = compose.get("jaeger", {})
+        check(jaeger.get("environment", {}).get("COLLECTOR_OTLP_ENABLED") == "true" and "16686:16686" in jaeger.get("ports", []),
+              "compose: Jaeger with OTLP, UI published on 16686")
         common = env_file_keys(os.path.join(deploy, "config-repo", "common.env"))
         with open(os.path.join(deploy, "config-repo", "common.env")) as f:
             listen = re.search(r"^OBA_LISTEN_ADDR=.*:(\d+)$", f.read(), re.M)

@@ -314,6 +314,7 @@ impl PostDirectory {
     pub async fn author_of(&self, post_id: uuid::Uuid) -> Result<uuid::Uuid, ServiceError> {
         use oba_proto::common::v1::IdSet;
         use oba_proto::post::v1::ListPostsRequest;
+        use tracing::Instrument;
         let request = ListPostsRequest {
             first: 1,
             post_ids: Some(IdSet {
@@ -325,6 +326,10 @@ impl PostDirectory {
             .posts
             .clone()
             .list_posts(request)
+            .instrument(trace::client_span(
+                "post-service",
+                "/oba.post.v1.PostService/ListPosts",
+            ))
             .await
             .map_err(|status| match ErrorCode::of_status(&status) {
                 ErrorCode::Unavailable => ServiceError::Unavailable("post-service".into()),
@@ -717,9 +722,15 @@ impl tower::Service<http::Request<tonic::body::Body>> for GuardedChannel {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
         use failsafe::futures::CircuitBreaker;
+        use tracing::Instrument;
         let peer = self.peer;
+        let span = trace::client_span(peer, request.uri().path());
+        // The callee's span is this call's child, not its caller's.
+        if let Some(value) = span.in_scope(trace::current).and_then(|t| t.parse().ok()) {
+            request.headers_mut().insert(trace::HEADER, value);
+        }
         let refuse = |reason: CallFailure, message: String| {
             self.metrics.failed(peer, reason);
             let status: tower::BoxError = Box::new(tonic::Status::unavailable(message));
@@ -748,7 +759,8 @@ impl tower::Service<http::Request<tonic::body::Body>> for GuardedChannel {
         let call = channel.call(request);
         let (breaker, metrics) = (self.breaker.clone(), self.metrics.clone());
         let recheck = self.recheck.clone();
-        Box::pin(async move {
+        let failed = span.clone();
+        let answer = async move {
             let (_permit, _probe) = (permit, probe);
             match breaker.call(call).await {
                 Ok(response) => Ok(response),
@@ -773,6 +785,16 @@ impl tower::Service<http::Request<tonic::body::Body>> for GuardedChannel {
                     Err(Box::new(status) as tower::BoxError)
                 }
             }
-        })
+        };
+        Box::pin(
+            async move {
+                let answer = answer.await;
+                if answer.is_err() {
+                    failed.record("otel.status_code", "ERROR");
+                }
+                answer
+            }
+            .instrument(span),
+        )
     }
 }

@@ -1,16 +1,25 @@
 //! W3C trace context (`traceparent`) carried from a request at the edge, through the gRPC
 //! calls it makes, into the envelopes of the events it causes, so an event can be tied to
-//! the request that produced it.
+//! the request that produced it; and the spans that make a trace of it.
 //!
 //! Every server scopes each request in a task-local holding its `traceparent` (the caller's,
-//! or a new one); gRPC clients built with [`crate::peer::Outgoing`] send it on; the outbox copies
-//! it into `Envelope.trace_context`.
+//! or a new one) and serves it in a `server` span; gRPC clients built with
+//! [`crate::peer::Outgoing`] send it on; the outbox copies it into `Envelope.trace_context`,
+//! the relay publishes in a `producer` span and a consumer applies in a `consumer` span,
+//! both children of that context.
+//!
+//! When spans are exported (see [`crate::telemetry`]) the `traceparent` sent on is the
+//! current span's, so that each span's parent is the one that caused it; otherwise it is
+//! the request's, unchanged.
 
 use std::future::Future;
 
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 tokio::task_local! {
     static TRACEPARENT: String;
@@ -18,9 +27,48 @@ tokio::task_local! {
 
 pub const HEADER: &str = "traceparent";
 
-/// The traceparent of the request being served, if any.
+/// The traceparent to send on: the current span's when spans are recorded, else that of
+/// the request being served, if any.
 pub fn current() -> Option<String> {
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let span = span.span_context();
+    if span.is_valid() {
+        return Some(format!(
+            "00-{}-{}-{:02x}",
+            span.trace_id(),
+            span.span_id(),
+            span.trace_flags().to_u8()
+        ));
+    }
     TRACEPARENT.try_with(Clone::clone).ok()
+}
+
+/// Makes `span` a child of the (remote) span `traceparent` names; a malformed one, or spans
+/// not being recorded, changes nothing.
+pub fn adopt(span: &tracing::Span, traceparent: &str) {
+    if span.is_disabled() {
+        return;
+    }
+    let Some(parent) = parse(traceparent) else {
+        return;
+    };
+    let parts: Vec<&str> = parent.split('-').collect();
+    let (Ok(trace_id), Ok(span_id), Ok(flags)) = (
+        TraceId::from_hex(parts[1]),
+        SpanId::from_hex(parts[2]),
+        u8::from_str_radix(parts[3], 16),
+    ) else {
+        return;
+    };
+    let remote = SpanContext::new(
+        trace_id,
+        span_id,
+        TraceFlags::new(flags),
+        true,
+        TraceState::default(),
+    );
+    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
 }
 
 /// Runs `f` as part of the trace `traceparent`.
@@ -52,15 +100,76 @@ pub fn new_traceparent() -> String {
     format!("00-{}-{}-01", &hex[..32], &hex[32..])
 }
 
-/// Middleware: serve the request inside its trace (the caller's `traceparent`, or a new one).
+/// The `client` span of a gRPC call to `peer`'s method at `path`.
+pub fn client_span(peer: &'static str, path: &str) -> tracing::Span {
+    tracing::info_span!(
+        "call",
+        otel.name = %path.trim_start_matches('/'),
+        otel.kind = "client",
+        rpc.system = "grpc",
+        peer.service = peer,
+        otel.status_code = tracing::field::Empty,
+    )
+}
+
+/// Middleware: serve the request inside its trace (the caller's `traceparent`, or a new one),
+/// in a `server` span named after the gRPC method or the HTTP route (never the raw path:
+/// slugs and ids would make every span name unique).
 pub async fn propagate(request: Request, next: Next) -> Response {
-    let traceparent = request
+    let incoming = request
         .headers()
         .get(HEADER)
         .and_then(|v| v.to_str().ok())
-        .and_then(parse)
-        .unwrap_or_else(new_traceparent);
-    scope(traceparent, next.run(request)).await
+        .and_then(parse);
+    let grpc = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let name = if grpc {
+        request.uri().path().trim_start_matches('/').to_owned()
+    } else {
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", MatchedPath::as_str);
+        format!("{} {route}", request.method())
+    };
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %name,
+        otel.kind = "server",
+        rpc.system = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        rpc.grpc.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    if grpc {
+        span.record("rpc.system", "grpc");
+    }
+    if let Some(incoming) = &incoming {
+        adopt(&span, incoming);
+    }
+    let traceparent = incoming.unwrap_or_else(new_traceparent);
+    let response = scope(traceparent, next.run(request))
+        .instrument(span.clone())
+        .await;
+    if !span.is_disabled() {
+        let status = response.status();
+        span.record("http.response.status_code", status.as_u16());
+        // A failed gRPC call answered without a body carries its status in the headers.
+        let grpc_status = response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i32>().ok());
+        if let Some(code) = grpc_status {
+            span.record("rpc.grpc.status_code", code);
+        }
+        if status.is_server_error() || grpc_status.is_some_and(|code| code != 0) {
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+    response
 }
 
 #[cfg(test)]

@@ -121,7 +121,18 @@ struct BenchArgs {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    oba_kit::telemetry::init();
+    // One process, one resource: `oba serve` spans are the service's, `oba up` spans are oba's.
+    let process = match &cli.command {
+        Some(Command::Serve { service }) => service.name(),
+        _ => "oba",
+    };
+    let telemetry = match oba_kit::telemetry::init(process) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
     let command = cli.command.unwrap_or(Command::Up {
@@ -154,6 +165,7 @@ async fn main() -> ExitCode {
         Command::Probe { url } => oba::probe(&url).await,
         Command::Bench(args) => bench(args).await,
     };
+    telemetry.shutdown().await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -73,20 +73,29 @@ impl TestSystem {
 
     /// Separate `oba serve` processes on fresh PostgreSQL databases (`OBA_TEST_DATABASE_URL`).
     pub async fn start_production() -> Self {
-        Self::production(false, false).await
+        Self::production(false, false, &[]).await
     }
 
     /// As [`start_production`], with the database reached through a proxy the test can cut.
     pub async fn start_production_with_db_proxy() -> Self {
-        Self::production(true, false).await
+        Self::production(true, false, &[]).await
     }
 
     /// As [`start_production`], with NATS reached through a proxy the test can cut.
     pub async fn start_production_with_bus_proxy() -> Self {
-        Self::production(false, true).await
+        Self::production(false, true, &[]).await
     }
 
-    async fn production(with_db_proxy: bool, with_bus_proxy: bool) -> Self {
+    /// As [`start_production`], with `settings` added to every process's environment.
+    pub async fn start_production_with(settings: &[(&str, &str)]) -> Self {
+        Self::production(false, false, settings).await
+    }
+
+    async fn production(
+        with_db_proxy: bool,
+        with_bus_proxy: bool,
+        settings: &[(&str, &str)],
+    ) -> Self {
         let admin_url = std::env::var("OBA_TEST_DATABASE_URL")
             .expect("OBA_TEST_DATABASE_URL must be set for production-mode tests");
         let bus_url = std::env::var("OBA_TEST_NATS_URL")
@@ -98,6 +107,7 @@ impl TestSystem {
             tmp.path(),
             with_db_proxy,
             with_bus_proxy,
+            settings,
         )
         .await;
         Self {

@@ -60,6 +60,7 @@ impl Processes {
         data_dir: &Path,
         with_db_proxy: bool,
         with_bus_proxy: bool,
+        settings: &[(&str, &str)],
     ) -> Self {
         let (keys, _) = ensure_dev_keypair(data_dir).expect("keys");
         let run = uuid::Uuid::now_v7().simple().to_string();
@@ -116,6 +117,11 @@ impl Processes {
             db_proxy,
             bus_proxy,
         };
+        processes.env.extend(
+            settings
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         // The edge's service credential, made the way an operator makes it.
         let service_token = data_dir.join("service-token");
         processes

@@ -37,6 +37,7 @@ impl CommentStore {
         Self { db, outbox }
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "CommentStore::add", otel.kind = "client"))]
     pub async fn add(
         &self,
         post_id: Uuid,
@@ -66,6 +67,7 @@ impl CommentStore {
     }
 
     /// Up to `limit` comments of a post after the cursor, oldest first.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "CommentStore::list", otel.kind = "client"))]
     pub async fn list(
         &self,
         post_id: Uuid,
@@ -90,6 +92,7 @@ impl CommentStore {
 
     /// The first `limit` comments of each of `post_ids`, oldest first, in one query (a
     /// window function numbers each post's comments), with each post's total.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "CommentStore::first_of_posts", otel.kind = "client"))]
     pub async fn first_of_posts(
         &self,
         post_ids: &[Uuid],
@@ -142,6 +145,7 @@ impl CommentStore {
     }
 
     /// Deletes a comment of `post_id`; its author, the post's author or an admin may.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "CommentStore::delete", otel.kind = "client"))]
     pub async fn delete(
         &self,
         actor: Actor,
@@ -171,6 +175,7 @@ impl CommentStore {
     }
 
     /// Comment counts of many posts in one query; posts without comments are left out.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "CommentStore::counts", otel.kind = "client"))]
     pub async fn counts(&self, post_ids: Vec<Uuid>) -> Result<HashMap<Uuid, u64>, ServiceError> {
         if post_ids.is_empty() {
             return Ok(HashMap::new());
@@ -190,6 +195,7 @@ impl CommentStore {
             .collect())
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "CommentStore::delete_for_post", otel.kind = "client"))]
     pub async fn delete_for_post(&self, post_id: Uuid) -> Result<u64, ServiceError> {
         Ok(Comments::delete_many()
             .filter(Column::PostId.eq(post_id))

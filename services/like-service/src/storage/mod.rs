@@ -61,6 +61,7 @@ impl LikeStore {
 
     /// Idempotent: the primary key makes a repeated like a no-op, even under races. Returns
     /// the post's like count as of this commit.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "LikeStore::like", otel.kind = "client"))]
     pub async fn like(&self, like: LikeKey) -> Result<u64, ServiceError> {
         let LikeKey {
             post_id, user_id, ..
@@ -91,6 +92,7 @@ impl LikeStore {
     }
 
     /// Returns the post's like count as of this commit.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "LikeStore::unlike", otel.kind = "client"))]
     pub async fn unlike(&self, like: LikeKey) -> Result<u64, ServiceError> {
         let txn = self.db.begin().await?;
         let deleted = Likes::delete_many()
@@ -110,6 +112,7 @@ impl LikeStore {
     }
 
     /// Like counts of many posts in one query; posts nobody liked are left out.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "LikeStore::counts", otel.kind = "client"))]
     pub async fn counts(&self, post_ids: &[Uuid]) -> Result<HashMap<Uuid, u64>, ServiceError> {
         if post_ids.is_empty() {
             return Ok(HashMap::new());
@@ -130,6 +133,7 @@ impl LikeStore {
     }
 
     /// Which of `post_ids` the viewer likes, in one query.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "LikeStore::liked_among", otel.kind = "client"))]
     pub async fn liked_among(
         &self,
         viewer: Uuid,
@@ -149,6 +153,7 @@ impl LikeStore {
     }
 
     /// Posts a user likes, most recently liked first.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "LikeStore::liked_by", otel.kind = "client"))]
     pub async fn liked_by(&self, user_id: Uuid) -> Result<Vec<Uuid>, ServiceError> {
         Ok(Likes::find()
             .filter(Column::UserId.eq(user_id))
@@ -160,6 +165,7 @@ impl LikeStore {
             .collect())
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "LikeStore::delete_for_post", otel.kind = "client"))]
     pub async fn delete_for_post(&self, post_id: Uuid) -> Result<u64, ServiceError> {
         Ok(Likes::delete_many()
             .filter(Column::PostId.eq(post_id))

@@ -62,6 +62,7 @@ use crate::domain::NewNotification;
 pub use entity::notification::Model as Notification;
 use entity::{follower, notification};
 
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "notification-service/follow", otel.kind = "client"))]
 pub async fn follow(
     db: &impl ConnectionTrait,
     follower_id: Uuid,
@@ -81,6 +82,7 @@ pub async fn follow(
     Ok(())
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "notification-service/unfollow", otel.kind = "client"))]
 pub async fn unfollow(
     db: &impl ConnectionTrait,
     follower_id: Uuid,
@@ -94,6 +96,7 @@ pub async fn unfollow(
     Ok(())
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "notification-service/followers_of", otel.kind = "client"))]
 pub async fn followers_of(
     db: &impl ConnectionTrait,
     followee_id: Uuid,
@@ -107,6 +110,7 @@ pub async fn followers_of(
         .collect())
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "notification-service/insert", otel.kind = "client"))]
 pub async fn insert(
     db: &impl ConnectionTrait,
     new: NewNotification,
@@ -130,6 +134,7 @@ pub struct NotificationPage {
 }
 
 /// A recipient's notifications, newest first, before the cursor.
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "notification-service/list", otel.kind = "client"))]
 pub async fn list(
     db: &DatabaseConnection,
     recipient: Uuid,
@@ -156,6 +161,7 @@ pub async fn list(
 }
 
 /// Marks every unread notification of `recipient` read; returns how many.
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "notification-service/mark_read", otel.kind = "client"))]
 pub async fn mark_read(db: &DatabaseConnection, recipient: Uuid) -> Result<u64, ServiceError> {
     Ok(notification::Entity::update_many()
         .col_expr(notification::Column::ReadAt, Expr::value(Utc::now()))

@@ -68,6 +68,7 @@ impl PostStore {
     }
 
     /// Inserts a post under a unique slug: the bare title slug if free, else with a suffix.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "PostStore::create", otel.kind = "client"))]
     pub async fn create(
         &self,
         author_id: Uuid,
@@ -105,6 +106,7 @@ impl PostStore {
     }
 
     /// Changes a post; only its author or an admin may. A changed title gives a new slug.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "PostStore::update", otel.kind = "client"))]
     pub async fn update(
         &self,
         actor: Actor,
@@ -160,6 +162,7 @@ impl PostStore {
     }
 
     /// Deletes a post and its tags; only its author or an admin may.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "PostStore::delete", otel.kind = "client"))]
     pub async fn delete(&self, actor: Actor, slug: &str) -> Result<Post, ServiceError> {
         let post = self
             .by_slug(slug)
@@ -186,6 +189,7 @@ impl PostStore {
 
     /// Records counted reads of posts: one `post.viewed` event per existing post, all in one
     /// transaction (no state of their own); reads of posts deleted meanwhile are dropped.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "PostStore::record_views", otel.kind = "client"))]
     pub async fn record_views(&self, views: Vec<(Uuid, u32)>) -> Result<(), ServiceError> {
         let ids: Vec<Uuid> = views.iter().map(|(id, _)| *id).collect();
         let existing: HashSet<Uuid> = post::Entity::find()
@@ -212,6 +216,7 @@ impl PostStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "PostStore::by_slug", otel.kind = "client"))]
     pub async fn by_slug(&self, slug: &str) -> Result<Option<Post>, ServiceError> {
         let Some(row) = post::Entity::find()
             .filter(post::Column::Slug.eq(slug))
@@ -224,6 +229,7 @@ impl PostStore {
     }
 
     /// Up to `limit` posts matching `filter`, newest first, from `start`.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "PostStore::list", otel.kind = "client"))]
     pub async fn list(
         &self,
         filter: &PostFilter,
@@ -256,6 +262,7 @@ impl PostStore {
     }
 
     /// Every tag in use, most used first (ties alphabetically).
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "PostStore::tags", otel.kind = "client"))]
     pub async fn tags(&self) -> Result<Vec<String>, ServiceError> {
         let uses = Expr::col(post_tag::Column::Tag).count();
         let rows: Vec<(String, i64)> = post_tag::Entity::find()

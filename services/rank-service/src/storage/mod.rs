@@ -61,6 +61,7 @@ async fn ensure_row(db: &impl ConnectionTrait, post_id: Uuid) -> Result<(), DbEr
     Ok(())
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "rank-service/post_created", otel.kind = "client"))]
 pub async fn post_created(
     db: &impl ConnectionTrait,
     post_id: Uuid,
@@ -75,12 +76,14 @@ pub async fn post_created(
     Ok(())
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "rank-service/post_deleted", otel.kind = "client"))]
 pub async fn post_deleted(db: &impl ConnectionTrait, post_id: Uuid) -> Result<(), DbErr> {
     RankPosts::delete_by_id(post_id).exec(db).await?;
     Ok(())
 }
 
 /// Adds `delta` to a counter atomically (safe with several replicas consuming).
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "rank-service/add", otel.kind = "client"))]
 pub async fn add(
     db: &impl ConnectionTrait,
     post_id: Uuid,
@@ -102,6 +105,7 @@ pub async fn add(
 }
 
 /// The `first` best posts by trending score at `now`.
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "rank-service/trending", otel.kind = "client"))]
 pub async fn trending(
     db: &DatabaseConnection,
     first: usize,

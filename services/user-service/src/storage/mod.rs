@@ -54,6 +54,7 @@ impl UserStore {
         Self { db, outbox }
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "UserStore::insert", otel.kind = "client"))]
     pub async fn insert(&self, new: NewAccount) -> Result<Account, ServiceError> {
         let now = Utc::now();
         let row = ActiveModel {
@@ -87,6 +88,7 @@ impl UserStore {
     /// Applies the changes that are present; unique fields still checked by the database.
     /// `user.updated` tells readers of public profiles (the edge's read model) to forget this
     /// one.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "UserStore::update", otel.kind = "client"))]
     pub async fn update(&self, id: Uuid, changes: AccountChanges) -> Result<Account, ServiceError> {
         let account = self
             .by_id(id)
@@ -124,6 +126,7 @@ impl UserStore {
     }
 
     /// Makes the account with `new.email` an admin, creating it if needed.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "UserStore::ensure_admin", otel.kind = "client"))]
     pub async fn ensure_admin(&self, new: NewAccount) -> Result<Account, ServiceError> {
         match self.by_email(new.email.as_str()).await? {
             Some(account) if role_of(&account) == Role::Admin => Ok(account),
@@ -142,6 +145,7 @@ impl UserStore {
         }
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "UserStore::by_username", otel.kind = "client"))]
     pub async fn by_username(&self, username: &str) -> Result<Option<Account>, ServiceError> {
         Ok(Users::find()
             .filter(Column::Username.eq(username))
@@ -150,6 +154,7 @@ impl UserStore {
     }
 
     /// Idempotent: a second follow of the same user is no change.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "UserStore::follow", otel.kind = "client"))]
     pub async fn follow(&self, follower: Uuid, followee: Uuid) -> Result<(), ServiceError> {
         let row = follow::ActiveModel {
             follower_id: Set(follower),
@@ -177,6 +182,7 @@ impl UserStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "UserStore::unfollow", otel.kind = "client"))]
     pub async fn unfollow(&self, follower: Uuid, followee: Uuid) -> Result<(), ServiceError> {
         let txn = self.db.begin().await?;
         let deleted = follow::Entity::delete_many()
@@ -196,6 +202,7 @@ impl UserStore {
     }
 
     /// Which of `ids` the viewer follows, in one query.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "UserStore::followed_among", otel.kind = "client"))]
     pub async fn followed_among(
         &self,
         viewer: Uuid,
@@ -214,6 +221,7 @@ impl UserStore {
             .collect())
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "UserStore::following", otel.kind = "client"))]
     pub async fn following(&self, user: Uuid) -> Result<Vec<Uuid>, ServiceError> {
         Ok(follow::Entity::find()
             .filter(follow::Column::FollowerId.eq(user))
@@ -224,6 +232,7 @@ impl UserStore {
             .collect())
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "UserStore::by_email", otel.kind = "client"))]
     pub async fn by_email(&self, email: &str) -> Result<Option<Account>, ServiceError> {
         Ok(Users::find()
             .filter(Column::Email.eq(email.trim().to_lowercase()))
@@ -231,10 +240,12 @@ impl UserStore {
             .await?)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "UserStore::by_id", otel.kind = "client"))]
     pub async fn by_id(&self, id: Uuid) -> Result<Option<Account>, ServiceError> {
         Ok(Users::find_by_id(id).one(&self.db).await?)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "UserStore::by_ids", otel.kind = "client"))]
     pub async fn by_ids(&self, ids: Vec<Uuid>) -> Result<Vec<Account>, ServiceError> {
         if ids.is_empty() {
             return Ok(Vec::new());
