@@ -12,6 +12,7 @@ use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -30,6 +31,13 @@ pub const OTHER_METHOD: &str = "other";
 pub struct Metrics {
     registry: Arc<std::sync::Mutex<Registry>>,
     grpc_requests: Family<MethodLabel, Counter>,
+    grpc_errors: Family<MethodLabel, Counter>,
+    grpc_durations: Family<MethodLabel, Histogram>,
+}
+
+/// Upper bounds of the latency buckets: 0.5 ms doubling to ~8 s.
+fn duration_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 15))
 }
 
 impl Metrics {
@@ -44,9 +52,24 @@ impl Metrics {
             "gRPC calls received, by method",
             grpc_requests.clone(),
         );
+        let grpc_errors = Family::<MethodLabel, Counter>::default();
+        registry.register(
+            "grpc_errors",
+            "gRPC calls answered with a status other than OK, by method",
+            grpc_errors.clone(),
+        );
+        let grpc_durations =
+            Family::<MethodLabel, Histogram>::new_with_constructor(duration_buckets as fn() -> _);
+        registry.register(
+            "grpc_request_duration_seconds",
+            "Time to answer a gRPC call (to its response headers), by method",
+            grpc_durations.clone(),
+        );
         Self {
             registry: Arc::new(std::sync::Mutex::new(registry)),
             grpc_requests,
+            grpc_errors,
+            grpc_durations,
         }
     }
 
@@ -93,19 +116,23 @@ pub async fn count_grpc_requests(
         return next.run(request).await;
     }
     let path = request.uri().path().to_owned();
+    let started = std::time::Instant::now();
     let response = next.run(request).await;
-    let unimplemented = response
-        .headers()
-        .get("grpc-status")
-        .is_some_and(|status| status == "12");
+    let took = started.elapsed().as_secs_f64();
+    let status = response.headers().get("grpc-status");
+    let unimplemented = status.is_some_and(|status| status == "12");
+    // A failure answered without a body carries its status in the headers.
+    let failed = status.is_some_and(|status| status != "0") || !response.status().is_success();
     let method = if unimplemented || !oba_proto::methods::is_known(&path) {
         OTHER_METHOD.to_owned()
     } else {
         path
     };
-    metrics
-        .grpc_requests
-        .get_or_create(&MethodLabel { method })
-        .inc();
+    let label = MethodLabel { method };
+    metrics.grpc_requests.get_or_create(&label).inc();
+    metrics.grpc_durations.get_or_create(&label).observe(took);
+    if failed {
+        metrics.grpc_errors.get_or_create(&label).inc();
+    }
     response
 }

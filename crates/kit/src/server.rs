@@ -152,7 +152,10 @@ impl ServiceApp {
                 .set_service_status(name, tonic_health::ServingStatus::Serving)
                 .await;
         }
-        let introspection = IntrospectionServer::new(Introspection { name: self.name });
+        let introspection = IntrospectionServer::new(Introspection {
+            name: self.name,
+            metrics: self.metrics.clone(),
+        });
         let grpc = self
             .grpc
             .add_service(health_service)
@@ -226,6 +229,7 @@ async fn not_found(request: Request) -> Response {
 /// Answers the edge's question "who are you and which version".
 struct Introspection {
     name: &'static str,
+    metrics: Metrics,
 }
 
 #[tonic::async_trait]
@@ -237,6 +241,15 @@ impl oba_proto::common::v1::introspection_server::Introspection for Introspectio
         Ok(tonic::Response::new(common::ServiceInfo {
             name: self.name.to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+        }))
+    }
+
+    async fn get_metrics(
+        &self,
+        _: tonic::Request<common::Empty>,
+    ) -> Result<tonic::Response<common::MetricsText>, tonic::Status> {
+        Ok(tonic::Response::new(common::MetricsText {
+            text: self.metrics.encode(),
         }))
     }
 }

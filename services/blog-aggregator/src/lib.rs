@@ -10,6 +10,7 @@ pub mod compose;
 pub mod graphql;
 pub mod peers;
 pub mod rest;
+pub mod status;
 pub mod viewer;
 
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -212,7 +213,11 @@ pub async fn app(config: &Config, bus: Option<Bus>) -> Result<ServiceApp, Config
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
         .layer(axum::middleware::map_response(rest::error::realworld_413));
-    let http = graphql.merge(rest).layer(cors);
+    let status = status::router(status::StatusState {
+        peers: reporting.clone(),
+        board: Default::default(),
+    });
+    let http = graphql.merge(rest).layer(cors).merge(status);
     let interval = config.view_report_interval;
     let app = app.http(http).background(move |shutdown| {
         Box::pin(compose::views::report_every(reporting, interval, shutdown))

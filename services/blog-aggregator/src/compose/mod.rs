@@ -991,7 +991,8 @@ impl BlogApi {
     }
 }
 
-async fn peer_status(name: &str, channel: Channel, breaker_open: bool) -> ServiceStatus {
+/// Health and version of one peer, each asked within two seconds.
+pub(crate) async fn peer_status(name: &str, channel: Channel, breaker_open: bool) -> ServiceStatus {
     use oba_proto::common::v1::introspection_client::IntrospectionClient;
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_client::HealthClient;

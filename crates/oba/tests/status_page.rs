@@ -1,0 +1,125 @@
+//! The edge's live status page: `/status` and the figures behind it, `/status.json`.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::TestSystem;
+
+use oba::Service;
+
+async fn status(app: &TestSystem) -> Value {
+    let response = app
+        .http
+        .get(format!("{}/status.json", app.url))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("JSON")
+}
+
+fn service<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("{name} in {report}"))
+}
+
+#[tokio::test]
+async fn the_status_page_is_served_from_the_binary_with_a_strict_policy() {
+    let app = TestSystem::start().await;
+    let page = app
+        .http
+        .get(format!("{}/status", app.url))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(page.status(), 200);
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .expect("ASCII")
+        .to_owned();
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    let html = page.text().await.expect("text");
+    assert!(html.contains("/status/status.js"), "{html}");
+    for asset in ["/status/status.js", "/status/status.css"] {
+        let response = app
+            .http
+            .get(format!("{}{asset}", app.url))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 200, "{asset}");
+    }
+}
+
+#[tokio::test]
+async fn every_service_reports_health_version_and_the_calls_it_served() {
+    let app = TestSystem::start().await;
+    let first = status(&app).await;
+    assert_eq!(first["services"].as_array().expect("services").len(), 7);
+    for s in first["services"].as_array().expect("services") {
+        assert_eq!(s["status"], "SERVING", "{s}");
+        assert!(s["version"].is_string(), "{s}");
+    }
+    let (alice, _) = app.register("alice").await;
+    for n in 0..5 {
+        app.create_post(&alice, &format!("Post {n}"), &["status"])
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let second = status(&app).await;
+    let posts = service(&second, "post-service");
+    assert!(
+        posts["window_seconds"].as_f64().expect("a window") > 0.0,
+        "{posts}"
+    );
+    let create = posts["methods"]
+        .as_array()
+        .expect("methods")
+        .iter()
+        .find(|m| m["method"] == "/oba.post.v1.PostService/CreatePost")
+        .unwrap_or_else(|| panic!("CreatePost in {posts}"));
+    assert!(
+        create["requests_per_second"].as_f64().expect("rate") > 0.0,
+        "{create}"
+    );
+    assert!(create["p50_ms"].as_f64().expect("p50") > 0.0, "{create}");
+    assert!(posts["outbox"]["backlog"].is_number(), "{posts}");
+    // The rank-service applied the posts' events.
+    let rank = service(&second, "rank-service");
+    assert!(
+        rank["consumed_per_second"]["post.created"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.0,
+        "{rank}"
+    );
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(oba_test_postgres),
+    ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
+)]
+async fn a_stopped_service_shows_down_within_five_seconds() {
+    let mut app = TestSystem::start_production().await;
+    let report = status(&app).await;
+    assert_eq!(service(&report, "like-service")["status"], "SERVING");
+    app.processes().stop_service(Service::LikeService).await;
+    let stopped = Instant::now();
+    loop {
+        let report = status(&app).await;
+        let like = service(&report, "like-service");
+        if like["status"] != "SERVING" {
+            assert_eq!(service(&report, "post-service")["status"], "SERVING");
+            break;
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(5), "{like}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

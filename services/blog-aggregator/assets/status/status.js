@@ -1,0 +1,72 @@
+// Polls /status.json and redraws the page; builds DOM nodes (never HTML strings), so no
+// figure can inject markup.
+"use strict";
+
+const EVERY_MS = 2000;
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function num(value, digits) {
+  return value === null || value === undefined ? "–" : value.toFixed(digits);
+}
+
+function card(service) {
+  const up = service.status === "SERVING";
+  const facts = el("dl");
+  const fact = (name, value) => facts.append(el("dt", {}, name), el("dd", {}, value));
+  fact("version", service.version || "–");
+  const total = service.total;
+  if (total) {
+    fact("req/s", num(total.requests_per_second, 1));
+    fact("errors/s", num(total.errors_per_second, 2));
+    fact("p50 / p99", `${num(total.p50_ms, 1)} / ${num(total.p99_ms, 1)} ms`);
+  }
+  if (service.outbox) {
+    fact("outbox", `${service.outbox.backlog} pending, oldest ${num(service.outbox.oldest_pending_seconds, 1)} s`);
+  }
+  const consumed = Object.entries(service.consumed_per_second || {});
+  if (consumed.length) {
+    fact("consumes", consumed.map(([type, rate]) => `${type} ${num(rate, 1)}/s`).join(", "));
+  }
+  if (service.breaker_open) fact("breaker", "open: calls refused");
+  return el("li", { class: up ? "up" : "down", "data-service": service.name },
+    el("h3", {}, service.name),
+    el("span", { class: "state" }, up ? "healthy" : `down (${service.status})`),
+    facts);
+}
+
+function draw(report) {
+  document.getElementById("map").replaceChildren(...report.services.map(card));
+  const rows = [];
+  for (const service of report.services) {
+    for (const m of service.methods || []) {
+      rows.push(el("tr", {},
+        el("td", {}, service.name), el("td", {}, m.method.replace(/^\/oba\./, "")),
+        el("td", { class: "n" }, num(m.requests_per_second, 1)),
+        el("td", { class: "n" }, num(m.errors_per_second, 2)),
+        el("td", { class: "n" }, num(m.p50_ms, 1)),
+        el("td", { class: "n" }, num(m.p99_ms, 1))));
+    }
+  }
+  document.querySelector("#rpcs tbody").replaceChildren(...rows);
+  document.getElementById("updated").textContent = `Updated ${new Date().toLocaleTimeString()}.`;
+}
+
+async function refresh() {
+  try {
+    const response = await fetch("/status.json", { cache: "no-store" });
+    if (!response.ok) throw new Error(`status ${response.status}`);
+    draw(await response.json());
+  } catch (error) {
+    document.getElementById("updated").textContent = `The edge did not answer (${error.message}); retrying.`;
+  } finally {
+    setTimeout(refresh, EVERY_MS);
+  }
+}
+
+refresh();

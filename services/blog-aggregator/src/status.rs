@@ -1,0 +1,506 @@
+//! The live status page: `/status` (HTML, its script and stylesheet compiled into the
+//! binary) and `/status.json` (the same figures, for scripts), served by the edge.
+//!
+//! The edge asks every service, over the gRPC it already uses, for its health, version and
+//! metrics (`Introspection.GetMetrics`: its OpenMetrics text). Rates and latency quantiles
+//! are those of the window between two looks: the board keeps each service's previous
+//! sample, so a page polling every two seconds sees the last two seconds. It works the
+//! same in `oba up` and with a process per service.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::future::join_all;
+use oba_proto::common::v1::Empty;
+use oba_proto::common::v1::introspection_client::IntrospectionClient;
+use serde::Serialize;
+use tonic::transport::Channel;
+
+use crate::compose::{self, ServiceStatus};
+use crate::peers::PeerChannels;
+
+const PAGE: &str = include_str!("../assets/status/index.html");
+const SCRIPT: &str = include_str!("../assets/status/status.js");
+const STYLE: &str = include_str!("../assets/status/status.css");
+
+/// Scripts, styles and fetches from this origin only.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'none'";
+
+/// A sample younger than this is not replaced: a window is at least this long.
+const SHORTEST_WINDOW: Duration = Duration::from_millis(500);
+
+#[derive(Clone)]
+pub struct StatusState {
+    pub peers: PeerChannels,
+    pub board: Arc<StatusBoard>,
+}
+
+/// The routes of the status page.
+pub fn router(state: StatusState) -> Router {
+    Router::new()
+        .route("/status", get(page))
+        .route("/status/status.js", get(script))
+        .route("/status/status.css", get(style))
+        .route("/status.json", get(figures))
+        .with_state(state)
+}
+
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        PAGE,
+    )
+        .into_response()
+}
+
+async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        SCRIPT,
+    )
+        .into_response()
+}
+
+async fn style() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        STYLE,
+    )
+        .into_response()
+}
+
+async fn figures(State(state): State<StatusState>) -> Response {
+    let report = state.board.report(&state.peers).await;
+    ([(header::CACHE_CONTROL, "no-store")], axum::Json(report)).into_response()
+}
+
+/// What `/status.json` answers.
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub services: Vec<ServiceFigures>,
+}
+
+/// One service: health, version, and its figures over the last window.
+#[derive(Debug, Serialize)]
+pub struct ServiceFigures {
+    pub name: String,
+    /// `SERVING`, `NOT_SERVING`, `UNREACHABLE`, `TIMED_OUT` or `UNKNOWN`.
+    pub status: String,
+    pub version: Option<String>,
+    /// Whether the edge's breaker for it is open.
+    pub breaker_open: bool,
+    /// Seconds the figures below cover; None on the first look (no window yet).
+    pub window_seconds: Option<f64>,
+    /// All its gRPC methods together, then each.
+    pub total: Option<RpcFigures>,
+    pub methods: Vec<RpcFigures>,
+    /// Events its outbox has not yet published, and the age of the oldest.
+    pub outbox: Option<OutboxFigures>,
+    /// Events its projections applied per second, by type.
+    pub consumed_per_second: HashMap<String, f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RpcFigures {
+    pub method: String,
+    pub requests_per_second: f64,
+    pub errors_per_second: f64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboxFigures {
+    pub backlog: f64,
+    pub oldest_pending_seconds: f64,
+}
+
+/// Each service's previous sample.
+#[derive(Default)]
+pub struct StatusBoard {
+    previous: Mutex<HashMap<String, Sample>>,
+}
+
+#[derive(Clone)]
+struct Sample {
+    at: Instant,
+    metrics: Exposition,
+}
+
+impl StatusBoard {
+    /// Every service's health and figures, asked concurrently, each within two seconds.
+    pub async fn report(&self, peers: &PeerChannels) -> StatusReport {
+        let edge = ServiceStatus {
+            name: crate::NAME.to_owned(),
+            status: "SERVING".to_owned(),
+            version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+            breaker_open: false,
+        };
+        let looks = join_all(peers.states().into_iter().map(|peer| async move {
+            let (status, metrics) = tokio::join!(
+                compose::peer_status(peer.name, peer.channel.clone(), peer.breaker_open),
+                metrics_of(peer.channel),
+            );
+            (status, metrics)
+        }))
+        .await;
+        let now = Instant::now();
+        let mut services = vec![self.figures(edge, None, now)];
+        for (status, metrics) in looks {
+            services.push(self.figures(status, metrics, now));
+        }
+        StatusReport { services }
+    }
+
+    fn figures(
+        &self,
+        status: ServiceStatus,
+        metrics: Option<Exposition>,
+        now: Instant,
+    ) -> ServiceFigures {
+        let mut figures = ServiceFigures {
+            name: status.name.clone(),
+            status: status.status,
+            version: status.version,
+            breaker_open: status.breaker_open,
+            window_seconds: None,
+            total: None,
+            methods: Vec::new(),
+            outbox: None,
+            consumed_per_second: HashMap::new(),
+        };
+        let Some(metrics) = metrics else {
+            return figures;
+        };
+        figures.outbox = metrics
+            .value("oba_outbox_backlog", &[])
+            .map(|backlog| OutboxFigures {
+                backlog,
+                oldest_pending_seconds: metrics
+                    .value("oba_outbox_oldest_pending_seconds", &[])
+                    .unwrap_or(0.0),
+            });
+        let previous = {
+            let Ok(mut samples) = self.previous.lock() else {
+                return figures;
+            };
+            let previous = samples.get(&status.name).cloned();
+            let stale = previous
+                .as_ref()
+                .is_none_or(|p| now.duration_since(p.at) >= SHORTEST_WINDOW);
+            if stale {
+                samples.insert(
+                    status.name.clone(),
+                    Sample {
+                        at: now,
+                        metrics: metrics.clone(),
+                    },
+                );
+            }
+            previous
+        };
+        let Some(previous) = previous else {
+            return figures;
+        };
+        let window = now.duration_since(previous.at).as_secs_f64();
+        if window <= 0.0 {
+            return figures;
+        }
+        figures.window_seconds = Some(window);
+        let change = metrics.minus(&previous.metrics);
+        let mut methods: Vec<String> = change
+            .label_values("oba_grpc_requests_total", "method")
+            .into_iter()
+            .filter(|m| !m.starts_with("/grpc.health") && !m.contains("Introspection"))
+            .collect();
+        methods.sort();
+        figures.methods = methods
+            .iter()
+            .map(|method| rpc_figures(&change, Some(method), window))
+            .collect();
+        figures.total = Some(rpc_figures(&change, None, window));
+        for event_type in change.label_values("oba_events_consumed_total", "event_type") {
+            let applied = change
+                .value("oba_events_consumed_total", &[("event_type", &event_type)])
+                .unwrap_or(0.0);
+            figures
+                .consumed_per_second
+                .insert(event_type, applied / window);
+        }
+        figures
+    }
+}
+
+/// Rate, errors and latency of one method (or of all but health checks and introspection,
+/// which the status page itself causes) over a window of `seconds`.
+fn rpc_figures(change: &Exposition, method: Option<&str>, seconds: f64) -> RpcFigures {
+    let selected = |labels: &[(String, String)]| {
+        let of = labels
+            .iter()
+            .find(|(k, _)| k == "method")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default();
+        match method {
+            Some(method) => of == method,
+            None => !of.starts_with("/grpc.health") && !of.contains("Introspection"),
+        }
+    };
+    let sum = |name: &str| -> f64 {
+        change
+            .samples
+            .iter()
+            .filter(|s| s.name == name && selected(&s.labels))
+            .map(|s| s.value)
+            .sum()
+    };
+    let mut buckets: HashMap<String, f64> = HashMap::new();
+    for s in change
+        .samples
+        .iter()
+        .filter(|s| s.name == "oba_grpc_request_duration_seconds_bucket" && selected(&s.labels))
+    {
+        if let Some((_, le)) = s.labels.iter().find(|(k, _)| k == "le") {
+            *buckets.entry(le.clone()).or_default() += s.value;
+        }
+    }
+    let mut buckets: Vec<(f64, f64)> = buckets
+        .into_iter()
+        .map(|(le, count)| (le.parse::<f64>().unwrap_or(f64::INFINITY), count))
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    RpcFigures {
+        method: method.unwrap_or("all").to_owned(),
+        requests_per_second: sum("oba_grpc_requests_total") / seconds,
+        errors_per_second: sum("oba_grpc_errors_total") / seconds,
+        p50_ms: quantile(&buckets, 0.5).map(|s| s * 1000.0),
+        p99_ms: quantile(&buckets, 0.99).map(|s| s * 1000.0),
+    }
+}
+
+/// The `q` quantile of a cumulative histogram (`(upper bound, count)` in order), linear
+/// within the bucket it falls in, as Prometheus' `histogram_quantile` does; None if empty.
+fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for &(upper, count) in buckets {
+        if count >= rank {
+            if upper.is_infinite() {
+                return Some(lower);
+            }
+            let within = (count - below).max(f64::MIN_POSITIVE);
+            return Some(lower + (upper - lower) * ((rank - below) / within));
+        }
+        (lower, below) = (upper, count);
+    }
+    Some(lower)
+}
+
+async fn metrics_of(channel: Channel) -> Option<Exposition> {
+    let mut client = IntrospectionClient::new(channel);
+    let reply = tokio::time::timeout(Duration::from_secs(2), client.get_metrics(Empty {}))
+        .await
+        .ok()?
+        .ok()?;
+    Some(Exposition::parse(&reply.into_inner().text))
+}
+
+/// A series: metric name and labels.
+type SeriesKey<'a> = (&'a str, &'a [(String, String)]);
+
+/// One sample line of the OpenMetrics text format.
+#[derive(Debug, Clone, PartialEq)]
+struct Line {
+    name: String,
+    labels: Vec<(String, String)>,
+    value: f64,
+}
+
+/// The samples of an OpenMetrics text, without the `service` label (one service each).
+#[derive(Debug, Clone, Default)]
+struct Exposition {
+    samples: Vec<Line>,
+}
+
+impl Exposition {
+    fn parse(text: &str) -> Self {
+        let samples = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .filter_map(parse_line)
+            .collect();
+        Self { samples }
+    }
+
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|s| {
+                s.name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
+            .map(|s| s.value)
+    }
+
+    fn label_values(&self, name: &str, label: &str) -> Vec<String> {
+        let mut values: Vec<String> = self
+            .samples
+            .iter()
+            .filter(|s| s.name == name)
+            .filter_map(|s| s.labels.iter().find(|(k, _)| k == label))
+            .map(|(_, v)| v.clone())
+            .collect();
+        values.sort();
+        values.dedup();
+        values
+    }
+
+    /// Each counter's growth since `earlier` (a series new since then counts from zero).
+    fn minus(&self, earlier: &Exposition) -> Exposition {
+        let before: HashMap<SeriesKey<'_>, f64> = earlier
+            .samples
+            .iter()
+            .map(|s| ((s.name.as_str(), s.labels.as_slice()), s.value))
+            .collect();
+        let samples = self
+            .samples
+            .iter()
+            .map(|s| {
+                let then = before
+                    .get(&(s.name.as_str(), s.labels.as_slice()))
+                    .copied()
+                    .unwrap_or(0.0);
+                Line {
+                    // A restarted service starts its counters again: its window counts from zero.
+                    value: if s.value >= then {
+                        s.value - then
+                    } else {
+                        s.value
+                    },
+                    ..s.clone()
+                }
+            })
+            .collect();
+        Exposition { samples }
+    }
+}
+
+/// `name{k="v",...} value` or `name value`; None for anything else.
+fn parse_line(line: &str) -> Option<Line> {
+    let (series, value) = line.trim().rsplit_once(' ')?;
+    let value = value.parse::<f64>().ok()?;
+    let (name, labels) = match series.split_once('{') {
+        None => (series, Vec::new()),
+        Some((name, rest)) => (name, parse_labels(rest.strip_suffix('}')?)?),
+    };
+    Some(Line {
+        name: name.to_owned(),
+        labels: labels.into_iter().filter(|(k, _)| k != "service").collect(),
+        value,
+    })
+}
+
+fn parse_labels(text: &str) -> Option<Vec<(String, String)>> {
+    let mut labels = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once("=\"")?;
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            let (i, c) = chars.next()?;
+            match c {
+                '\\' => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    other => value.push(other),
+                },
+                '"' => break i,
+                c => value.push(c),
+            }
+        };
+        labels.push((key.trim_start_matches(',').to_owned(), value));
+        rest = &after[end + 1..];
+    }
+    Some(labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BEFORE: &str = r#"# HELP oba_grpc_requests gRPC calls received, by method
+oba_grpc_requests_total{service="post-service",method="/oba.post.v1.PostService/ListPosts"} 10
+oba_grpc_errors_total{service="post-service",method="/oba.post.v1.PostService/ListPosts"} 1
+oba_grpc_request_duration_seconds_bucket{service="post-service",method="/oba.post.v1.PostService/ListPosts",le="0.001"} 5
+oba_grpc_request_duration_seconds_bucket{service="post-service",method="/oba.post.v1.PostService/ListPosts",le="0.002"} 10
+oba_grpc_request_duration_seconds_bucket{service="post-service",method="/oba.post.v1.PostService/ListPosts",le="+Inf"} 10
+oba_outbox_backlog{service="post-service"} 3
+"#;
+
+    const AFTER: &str = r#"oba_grpc_requests_total{service="post-service",method="/oba.post.v1.PostService/ListPosts"} 110
+oba_grpc_errors_total{service="post-service",method="/oba.post.v1.PostService/ListPosts"} 3
+oba_grpc_request_duration_seconds_bucket{service="post-service",method="/oba.post.v1.PostService/ListPosts",le="0.001"} 5
+oba_grpc_request_duration_seconds_bucket{service="post-service",method="/oba.post.v1.PostService/ListPosts",le="0.002"} 60
+oba_grpc_request_duration_seconds_bucket{service="post-service",method="/oba.post.v1.PostService/ListPosts",le="+Inf"} 110
+oba_outbox_backlog{service="post-service"} 0
+"#;
+
+    #[test]
+    fn a_metrics_line_is_read_with_its_labels_and_without_the_service() {
+        let line = parse_line(r#"oba_x_total{service="s",method="/a\"b",le="+Inf"} 7.5"#)
+            .expect("a sample");
+        assert_eq!(line.name, "oba_x_total");
+        assert_eq!(
+            line.labels,
+            [
+                ("method".to_owned(), "/a\"b".to_owned()),
+                ("le".to_owned(), "+Inf".to_owned())
+            ]
+        );
+        assert_eq!(line.value, 7.5);
+        assert_eq!(parse_line("garbage"), None);
+    }
+
+    #[test]
+    fn rates_and_quantiles_are_those_of_the_window() {
+        let change = Exposition::parse(AFTER).minus(&Exposition::parse(BEFORE));
+        let figures = rpc_figures(&change, Some("/oba.post.v1.PostService/ListPosts"), 2.0);
+        assert_eq!(figures.requests_per_second, 50.0);
+        assert_eq!(figures.errors_per_second, 1.0);
+        // In the window: 0 under 1 ms, 50 in 1–2 ms, 50 above: the median is 2 ms, the p99
+        // lies in the open bucket, reported as its lower bound.
+        assert_eq!(figures.p50_ms, Some(2.0));
+        assert_eq!(figures.p99_ms, Some(2.0));
+    }
+
+    #[test]
+    fn the_quantile_interpolates_within_its_bucket() {
+        let buckets = [(0.001, 0.0), (0.002, 100.0), (f64::INFINITY, 100.0)];
+        let median = quantile(&buckets, 0.5).expect("a median");
+        assert!((median - 0.0015).abs() < 1e-12, "{median}");
+        assert_eq!(quantile(&[(f64::INFINITY, 0.0)], 0.5), None);
+    }
+}
