@@ -53,6 +53,9 @@ function draw(report) {
         el("td", { class: "n" }, num(m.p99_ms, 1))));
     }
   }
+  if (!rows.length) {
+    rows.push(el("tr", {}, el("td", { colspan: "6" }, "No calls in the last window.")));
+  }
   document.querySelector("#rpcs tbody").replaceChildren(...rows);
   document.getElementById("updated").textContent = `Updated ${new Date().toLocaleTimeString()}.`;
 }
