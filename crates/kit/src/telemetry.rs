@@ -3,9 +3,16 @@
 //! transaction, an event published or consumed; see [`crate::trace`]) exported with
 //! OpenTelemetry over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, under `OTEL_SERVICE_NAME` or the process's
-//! own name. Unset, no span layer is installed: a span costs a disabled callsite check.
+//! own name. The edge (and `oba up`) also keeps its most recent traces in memory
+//! ([`RecentTraces`]), for the status page: there, with no exporter, a request is traced
+//! when its caller's `traceparent` says sampled, or else at `OBA_TRACE_SAMPLE_RATIO`
+//! (default 0.05: the cost of spans is paid for one request in twenty). Elsewhere, with no
+//! exporter, no span layer is installed: a span costs a disabled callsite check.
 
+use std::collections::VecDeque;
 use std::io::IsTerminal;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -54,8 +61,9 @@ impl Telemetry {
 }
 
 /// Installs the global subscriber, naming exported spans `service` unless `OTEL_SERVICE_NAME`
-/// says otherwise. A second call (tests) installs nothing and exports nothing.
-pub fn init(service: &str) -> Result<Telemetry, TelemetryError> {
+/// says otherwise, and keeping recent traces in memory when `keep_recent`. A second call
+/// (tests) installs nothing and exports nothing.
+pub fn init(service: &str, keep_recent: bool) -> Result<Telemetry, TelemetryError> {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm_migration=warn,h2=warn"));
     // Spans are for traces; log lines stay one event each, as they were.
@@ -63,7 +71,7 @@ pub fn init(service: &str) -> Result<Telemetry, TelemetryError> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_filter(filter.and(filter_fn(|meta| meta.is_event())));
-    let provider = exporter(service)?;
+    let provider = provider(service, keep_recent)?;
     let spans = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("oba"))
@@ -86,8 +94,44 @@ pub fn init(service: &str) -> Result<Telemetry, TelemetryError> {
     })
 }
 
+/// The spans' provider: the OTLP exporter the standard variables ask for and the ring of
+/// recent traces, either or both; None when neither is wanted.
+fn provider(service: &str, keep_recent: bool) -> Result<Option<SdkTracerProvider>, TelemetryError> {
+    let exporter = exporter()?;
+    if exporter.is_none() && !keep_recent {
+        return Ok(None);
+    }
+    let name = std::env::var("OTEL_SERVICE_NAME")
+        .ok()
+        .filter(|name| !name.trim().is_empty())
+        .unwrap_or_else(|| service.to_owned());
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(name)
+        .build();
+    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    let standard_sampler = std::env::var("OTEL_TRACES_SAMPLER").is_ok();
+    if exporter.is_none() && !standard_sampler {
+        let ratio = std::env::var("OBA_TRACE_SAMPLE_RATIO")
+            .ok()
+            .and_then(|r| r.trim().parse::<f64>().ok())
+            .filter(|r| (0.0..=1.0).contains(r))
+            .unwrap_or(DEFAULT_SAMPLE_RATIO);
+        builder = builder.with_sampler(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
+            opentelemetry_sdk::trace::Sampler::TraceIdRatioBased(ratio),
+        )));
+    }
+    if let Some(exporter) = exporter {
+        builder = builder.with_batch_exporter(exporter);
+    }
+    if keep_recent {
+        let ring = RECENT.get_or_init(|| Arc::new(RecentTraces::new(KEPT_TRACES, KEPT_SPANS)));
+        builder = builder.with_span_processor(RingProcessor(ring.clone()));
+    }
+    Ok(Some(builder.build()))
+}
+
 /// The OTLP exporter the standard variables ask for, if any.
-fn exporter(service: &str) -> Result<Option<SdkTracerProvider>, TelemetryError> {
+fn exporter() -> Result<Option<opentelemetry_otlp::SpanExporter>, TelemetryError> {
     let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
     if !ENDPOINT_VARIABLES.into_iter().any(set) {
         return Ok(None);
@@ -106,17 +150,173 @@ fn exporter(service: &str) -> Result<Option<SdkTracerProvider>, TelemetryError> 
         .with_tonic()
         .build()
         .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-    let name = std::env::var("OTEL_SERVICE_NAME")
-        .ok()
-        .filter(|name| !name.trim().is_empty())
-        .unwrap_or_else(|| service.to_owned());
-    let resource = opentelemetry_sdk::Resource::builder()
-        .with_service_name(name)
-        .build();
-    Ok(Some(
-        SdkTracerProvider::builder()
-            .with_resource(resource)
-            .with_batch_exporter(exporter)
-            .build(),
-    ))
+    Ok(Some(exporter))
+}
+
+/// Requests traced, with no exporter, when the caller did not say (see the module docs).
+const DEFAULT_SAMPLE_RATIO: f64 = 0.05;
+/// Traces the ring keeps, newest first, and spans kept of each: a bounded memory.
+const KEPT_TRACES: usize = 50;
+const KEPT_SPANS: usize = 200;
+
+static RECENT: OnceLock<Arc<RecentTraces>> = OnceLock::new();
+
+/// The recent traces of this process, if it keeps them.
+pub fn recent_traces() -> Option<Vec<TraceRecord>> {
+    RECENT.get().map(|ring| ring.snapshot())
+}
+
+/// One finished span, as the status page shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SpanRecord {
+    pub span_id: String,
+    /// Empty for the trace's first span in this process.
+    pub parent_span_id: String,
+    pub name: String,
+    /// `server`, `client`, `producer`, `consumer` or `internal`.
+    pub kind: &'static str,
+    /// Since the Unix epoch, and how long it took.
+    pub start_unix_micros: u64,
+    pub duration_micros: u64,
+    pub error: bool,
+}
+
+/// The spans of one trace this process saw, in the order they ended.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TraceRecord {
+    pub trace_id: String,
+    pub spans: Vec<SpanRecord>,
+}
+
+/// A bounded ring of the latest traces: a trace is moved to the front when one of its spans
+/// ends; the oldest are dropped past `traces`, and a trace keeps at most `spans` spans.
+#[derive(Debug)]
+pub struct RecentTraces {
+    traces: Mutex<VecDeque<TraceRecord>>,
+    max_traces: usize,
+    max_spans: usize,
+}
+
+impl RecentTraces {
+    pub fn new(max_traces: usize, max_spans: usize) -> Self {
+        Self {
+            traces: Mutex::new(VecDeque::new()),
+            max_traces,
+            max_spans,
+        }
+    }
+
+    pub fn record(&self, trace_id: String, span: SpanRecord) {
+        let Ok(mut traces) = self.traces.lock() else {
+            return;
+        };
+        let mut trace = match traces.iter().position(|t| t.trace_id == trace_id) {
+            Some(at) => traces.remove(at).unwrap_or_else(|| TraceRecord {
+                trace_id: trace_id.clone(),
+                spans: Vec::new(),
+            }),
+            None => TraceRecord {
+                trace_id,
+                spans: Vec::new(),
+            },
+        };
+        if trace.spans.len() < self.max_spans {
+            trace.spans.push(span);
+        }
+        traces.push_front(trace);
+        traces.truncate(self.max_traces);
+    }
+
+    /// Newest first.
+    pub fn snapshot(&self) -> Vec<TraceRecord> {
+        self.traces
+            .lock()
+            .map(|traces| traces.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Feeds ended spans into the ring.
+#[derive(Debug)]
+struct RingProcessor(Arc<RecentTraces>);
+
+impl opentelemetry_sdk::trace::SpanProcessor for RingProcessor {
+    fn on_start(&self, _: &mut opentelemetry_sdk::trace::Span, _: &opentelemetry::Context) {}
+
+    fn on_end(&self, span: opentelemetry_sdk::trace::SpanData) {
+        use opentelemetry::trace::{SpanId, SpanKind, Status};
+        let micros = |t: SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        };
+        let start = micros(span.start_time);
+        let record = SpanRecord {
+            span_id: span.span_context.span_id().to_string(),
+            parent_span_id: if span.parent_span_id == SpanId::INVALID {
+                String::new()
+            } else {
+                span.parent_span_id.to_string()
+            },
+            name: span.name.to_string(),
+            kind: match span.span_kind {
+                SpanKind::Server => "server",
+                SpanKind::Client => "client",
+                SpanKind::Producer => "producer",
+                SpanKind::Consumer => "consumer",
+                SpanKind::Internal => "internal",
+            },
+            start_unix_micros: start,
+            duration_micros: micros(span.end_time).saturating_sub(start),
+            error: matches!(span.status, Status::Error { .. }),
+        };
+        self.0
+            .record(span.span_context.trace_id().to_string(), record);
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(id: &str) -> SpanRecord {
+        SpanRecord {
+            span_id: id.to_owned(),
+            parent_span_id: String::new(),
+            name: id.to_owned(),
+            kind: "server",
+            start_unix_micros: 0,
+            duration_micros: 1,
+            error: false,
+        }
+    }
+
+    #[test]
+    fn the_ring_keeps_the_latest_traces_and_a_bounded_number_of_spans() {
+        let ring = RecentTraces::new(2, 3);
+        for n in 0..5 {
+            ring.record("a".to_owned(), span(&format!("a{n}")));
+        }
+        ring.record("b".to_owned(), span("b0"));
+        ring.record("c".to_owned(), span("c0"));
+        let kept = ring.snapshot();
+        let ids: Vec<&str> = kept.iter().map(|t| t.trace_id.as_str()).collect();
+        assert_eq!(ids, ["c", "b"]);
+        ring.record("b".to_owned(), span("b1"));
+        let kept = ring.snapshot();
+        assert_eq!(kept[0].trace_id, "b");
+        assert_eq!(kept[0].spans.len(), 2);
+        let a = RecentTraces::new(2, 3);
+        for n in 0..5 {
+            a.record("a".to_owned(), span(&format!("a{n}")));
+        }
+        assert_eq!(a.snapshot()[0].spans.len(), 3);
+    }
 }

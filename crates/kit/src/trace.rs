@@ -100,6 +100,18 @@ pub fn new_traceparent() -> String {
     format!("00-{}-{}-01", &hex[..32], &hex[32..])
 }
 
+/// Whether `path` is polled by operators and their tools (probes, metrics, the status page
+/// and what it asks the services): not traced, so that it cannot crowd the requests of
+/// users out of the recent traces.
+fn is_operations(path: &str) -> bool {
+    matches!(
+        path,
+        "/healthz" | "/readyz" | "/metrics" | "/status" | "/status.json"
+    ) || path.starts_with("/status/")
+        || path.starts_with("/grpc.health.v1.Health/")
+        || path.starts_with("/oba.common.v1.Introspection/")
+}
+
 /// The `client` span of a gRPC call to `peer`'s method at `path`.
 pub fn client_span(peer: &'static str, path: &str) -> tracing::Span {
     tracing::info_span!(
@@ -116,6 +128,9 @@ pub fn client_span(peer: &'static str, path: &str) -> tracing::Span {
 /// in a `server` span named after the gRPC method or the HTTP route (never the raw path:
 /// slugs and ids would make every span name unique).
 pub async fn propagate(request: Request, next: Next) -> Response {
+    if is_operations(request.uri().path()) {
+        return next.run(request).await;
+    }
     let incoming = request
         .headers()
         .get(HEADER)
@@ -189,6 +204,20 @@ mod tests {
             assert_eq!(parse(bad), None, "{bad}");
         }
         assert!(parse(&new_traceparent()).is_some());
+    }
+
+    #[test]
+    fn probes_metrics_and_the_status_page_are_not_traced() {
+        for path in ["/readyz", "/status.json", "/grpc.health.v1.Health/Check"] {
+            assert!(is_operations(path), "{path}");
+        }
+        for path in [
+            "/graphql",
+            "/api/articles",
+            "/oba.post.v1.PostService/ListPosts",
+        ] {
+            assert!(!is_operations(path), "{path}");
+        }
     }
 
     #[tokio::test]

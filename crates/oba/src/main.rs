@@ -121,12 +121,14 @@ struct BenchArgs {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    // One process, one resource: `oba serve` spans are the service's, `oba up` spans are oba's.
-    let process = match &cli.command {
-        Some(Command::Serve { service }) => service.name(),
-        _ => "oba",
+    // One process, one resource: `oba serve` spans are the service's, `oba up` spans are
+    // oba's. The processes that serve the edge keep recent traces for its status page.
+    let (process, keep_recent) = match &cli.command {
+        Some(Command::Serve { service }) => (service.name(), *service == Service::BlogAggregator),
+        None | Some(Command::Up { .. }) => ("oba", true),
+        _ => ("oba", false),
     };
-    let telemetry = match oba_kit::telemetry::init(process) {
+    let telemetry = match oba_kit::telemetry::init(process, keep_recent) {
         Ok(telemetry) => telemetry,
         Err(e) => {
             eprintln!("{e}");

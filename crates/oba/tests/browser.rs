@@ -123,6 +123,44 @@ async fn the_status_page_shows_every_service_healthy_then_one_down() {
     assert_eq!(title, "oba status");
     browser.screenshot("status-all-healthy").await;
 
+    // A request of the test's own shows in the recent traces, its spans as a waterfall.
+    let trace_id = "6bf92f3577b34da6a3ce929d0e0e4736";
+    let response = app
+        .http
+        .get(format!("{}/api/articles?limit=5", app.url))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let trace = format!("#traces li[data-trace-id='{trace_id}']");
+    browser.until(&trace, Some(1), Duration::from_secs(5)).await;
+    browser
+        .client
+        .find(Locator::Css(&format!("{trace} summary")))
+        .await
+        .expect("the trace's summary")
+        .click()
+        .await
+        .expect("opened");
+    let spans = browser
+        .until(
+            &format!("{trace} li[data-span='oba.post.v1.PostService/ListPosts']"),
+            None,
+            Duration::from_secs(3),
+        )
+        .await;
+    assert!(spans >= 1);
+    browser
+        .client
+        .execute(
+            "document.getElementById('traces-title').scrollIntoView()",
+            Vec::new(),
+        )
+        .await
+        .expect("scrolled");
+    browser.screenshot("status-trace-waterfall").await;
+
     app.processes().stop_service(Service::LikeService).await;
     browser
         .until(

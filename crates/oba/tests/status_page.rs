@@ -123,3 +123,65 @@ async fn a_stopped_service_shows_down_within_five_seconds() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// Sends a request in a trace of the test's own (sampled), and returns the trace id.
+pub async fn traced_request(app: &TestSystem, trace_id: &str) {
+    let response = app
+        .http
+        .get(format!("{}/api/articles?limit=5", app.url))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(oba_test_postgres),
+    ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
+)]
+async fn a_traced_request_appears_in_the_recent_traces_with_its_spans() {
+    let app = TestSystem::start_production().await;
+    let trace_id = "5bf92f3577b34da6a3ce929d0e0e4736";
+    traced_request(&app, trace_id).await;
+    let started = Instant::now();
+    let trace = loop {
+        let report = status(&app).await;
+        let found = report["traces"]
+            .as_array()
+            .expect("the edge process keeps traces")
+            .iter()
+            .find(|t| t["trace_id"] == trace_id)
+            .cloned();
+        if let Some(trace) = found {
+            break trace;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{report}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(trace["root"], "GET /api/articles", "{trace}");
+    let spans = trace["spans"].as_array().expect("spans");
+    assert_eq!(spans[0]["name"], "GET /api/articles");
+    assert_eq!(spans[0]["depth"], 0);
+    let call = spans
+        .iter()
+        .find(|s| s["kind"] == "client" && s["name"] == "oba.post.v1.PostService/ListPosts")
+        .unwrap_or_else(|| panic!("the call to post-service: {trace}"));
+    assert_eq!(call["depth"], 1, "{trace}");
+    let total = trace["duration_ms"].as_f64().expect("duration");
+    assert!(
+        call["offset_ms"].as_f64().expect("offset") <= total,
+        "{trace}"
+    );
+    // The page's own polling is not traced: it cannot crowd requests out.
+    let report = status(&app).await;
+    assert!(
+        report["traces"]
+            .as_array()
+            .expect("traces")
+            .iter()
+            .all(|t| !t["root"].as_str().unwrap_or_default().contains("status")),
+        "{report}"
+    );
+}

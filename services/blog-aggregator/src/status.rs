@@ -96,6 +96,83 @@ async fn figures(State(state): State<StatusState>) -> Response {
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
     pub services: Vec<ServiceFigures>,
+    /// The latest traces this edge process recorded, newest first; None when it keeps none
+    /// (an edge embedded in a test, say).
+    pub traces: Option<Vec<TraceView>>,
+}
+
+/// One trace as a waterfall: each span's offset from the trace's first, and its depth.
+#[derive(Debug, Serialize)]
+pub struct TraceView {
+    pub trace_id: String,
+    /// The span that started it here (the request the edge served).
+    pub root: String,
+    pub started_unix_ms: u64,
+    pub duration_ms: f64,
+    pub error: bool,
+    pub spans: Vec<SpanView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SpanView {
+    pub name: String,
+    pub kind: &'static str,
+    pub depth: usize,
+    pub offset_ms: f64,
+    pub duration_ms: f64,
+    pub error: bool,
+}
+
+/// Orders a trace's spans by start and places each under its parent.
+fn waterfall(trace: oba_kit::telemetry::TraceRecord) -> Option<TraceView> {
+    let start = trace.spans.iter().map(|s| s.start_unix_micros).min()?;
+    let end = trace
+        .spans
+        .iter()
+        .map(|s| s.start_unix_micros + s.duration_micros)
+        .max()?;
+    let parents: HashMap<&str, &str> = trace
+        .spans
+        .iter()
+        .map(|s| (s.span_id.as_str(), s.parent_span_id.as_str()))
+        .collect();
+    let depth = |id: &str| {
+        let mut depth = 0;
+        let mut at = id;
+        while let Some(parent) = parents.get(at).filter(|p| parents.contains_key(*p)) {
+            depth += 1;
+            at = parent;
+            if depth > parents.len() {
+                break;
+            }
+        }
+        depth
+    };
+    let mut spans: Vec<&oba_kit::telemetry::SpanRecord> = trace.spans.iter().collect();
+    spans.sort_by_key(|s| (s.start_unix_micros, std::cmp::Reverse(s.duration_micros)));
+    let root = spans
+        .iter()
+        .find(|s| !parents.contains_key(s.parent_span_id.as_str()))
+        .map_or_else(String::new, |s| s.name.clone());
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    Some(TraceView {
+        trace_id: trace.trace_id.clone(),
+        root,
+        started_unix_ms: start / 1000,
+        duration_ms: ms(end - start),
+        error: spans.iter().any(|s| s.error),
+        spans: spans
+            .iter()
+            .map(|s| SpanView {
+                name: s.name.clone(),
+                kind: s.kind,
+                depth: depth(&s.span_id),
+                offset_ms: ms(s.start_unix_micros - start),
+                duration_ms: ms(s.duration_micros),
+                error: s.error,
+            })
+            .collect(),
+    })
 }
 
 /// One service: health, version, and its figures over the last window.
@@ -167,7 +244,9 @@ impl StatusBoard {
         for (status, metrics) in looks {
             services.push(self.figures(status, metrics, now));
         }
-        StatusReport { services }
+        let traces = oba_kit::telemetry::recent_traces()
+            .map(|traces| traces.into_iter().filter_map(waterfall).collect());
+        StatusReport { services, traces }
     }
 
     fn figures(

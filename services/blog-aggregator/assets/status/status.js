@@ -57,7 +57,49 @@ function draw(report) {
     rows.push(el("tr", {}, el("td", { colspan: "6" }, "No calls in the last window.")));
   }
   document.querySelector("#rpcs tbody").replaceChildren(...rows);
+  drawTraces(report.traces);
   document.getElementById("updated").textContent = `Updated ${new Date().toLocaleTimeString()}.`;
+}
+
+// Traces stay open across redraws: remember which the reader opened.
+const opened = new Set();
+
+function waterfall(trace) {
+  const spans = el("ol", { class: "spans" });
+  const total = Math.max(trace.duration_ms, 0.001);
+  for (const span of trace.spans) {
+    const bar = el("span", { class: `bar ${span.kind}${span.error ? " failed" : ""}` });
+    bar.style.left = `${(100 * span.offset_ms) / total}%`;
+    bar.style.width = `${(100 * span.duration_ms) / total}%`;
+    const label = el("span", { class: "label", title: span.name },
+      `${"\u00a0\u00a0".repeat(span.depth)}${span.name} · ${num(span.duration_ms, 2)} ms`);
+    spans.append(el("li", { "data-span": span.name }, label, el("span", { class: "lane" }, bar)));
+  }
+  return spans;
+}
+
+function drawTraces(traces) {
+  const list = document.getElementById("traces");
+  if (traces === null || traces === undefined) {
+    list.replaceChildren(el("li", {}, "This edge keeps no traces."));
+    return;
+  }
+  if (!traces.length) {
+    list.replaceChildren(el("li", {}, "No traced request yet."));
+    return;
+  }
+  list.replaceChildren(...traces.map((trace) => {
+    const details = el("details", {},
+      el("summary", { class: trace.error ? "error" : "" },
+        `${trace.root || "(no root span here)"} · ${num(trace.duration_ms, 2)} ms · ` +
+        `${trace.spans.length} spans · ${new Date(trace.started_unix_ms).toLocaleTimeString()}`),
+      waterfall(trace));
+    details.open = opened.has(trace.trace_id);
+    details.addEventListener("toggle", () => {
+      if (details.open) opened.add(trace.trace_id); else opened.delete(trace.trace_id);
+    });
+    return el("li", { "data-trace-id": trace.trace_id }, details);
+  }));
 }
 
 async function refresh() {
