@@ -15,7 +15,6 @@ use sea_orm::{
 };
 use sea_orm_migration::prelude::{ColumnDef, SchemaManager, Table};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::ServiceError;
 use tokio::sync::mpsc;
@@ -201,18 +200,19 @@ async fn consume<P: Projection>(
     if delivery.redelivered {
         m.redelivered.get_or_create(&label).inc();
     }
-    let span = tracing::info_span!(
-        "consume",
-        otel.name = %format_args!("consume {}", envelope.r#type),
-        otel.kind = "consumer",
-        messaging.system = "nats",
-        messaging.destination.name = %delivery.subject,
-        messaging.message.id = %envelope.id,
-    );
-    if let Some(cause) = envelope.trace_context.get(crate::trace::HEADER) {
-        crate::trace::adopt(&span, cause);
-    }
-    match handle(db, projection, &envelope).instrument(span).await {
+    let cause = envelope.trace_context.get(crate::trace::HEADER).cloned();
+    let span = || {
+        tracing::info_span!(
+            "consume",
+            otel.name = %format_args!("consume {}", envelope.r#type),
+            otel.kind = "consumer",
+            messaging.system = "nats",
+            messaging.destination.name = %delivery.subject,
+            messaging.message.id = %envelope.id,
+        )
+    };
+    let applied = crate::trace::follow_on(cause, span, handle(db, projection, &envelope)).await;
+    match applied {
         Ok(outcome) => {
             let counter = if outcome == Handled::Applied {
                 &m.consumed

@@ -27,7 +27,6 @@ use sea_orm_migration::async_trait;
 use sea_orm_migration::prelude::{ColumnDef, Index, SchemaManager, Table};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::bus::Bus;
@@ -312,26 +311,22 @@ impl Relay {
         let mut failure = None;
         for row in rows {
             let subject = format!("{}.{}", self.namespace, row.event_type);
-            let span = tracing::info_span!(
-                "publish",
-                otel.name = %format_args!("publish {}", row.event_type),
-                otel.kind = "producer",
-                messaging.system = "nats",
-                messaging.destination.name = %subject,
-            );
-            if !span.is_disabled()
-                && let Ok(envelope) =
-                    oba_proto::event::v1::Envelope::decode(row.envelope.as_slice())
-                && let Some(cause) = envelope.trace_context.get(crate::trace::HEADER)
-            {
-                crate::trace::adopt(&span, cause);
-            }
-            if let Err(e) = self
-                .bus
-                .publish(&subject, &row.id.to_string(), row.envelope.into())
-                .instrument(span)
-                .await
-            {
+            let cause = crate::trace::spans_on()
+                .then(|| oba_proto::event::v1::Envelope::decode(row.envelope.as_slice()).ok())
+                .flatten()
+                .and_then(|envelope| envelope.trace_context.get(crate::trace::HEADER).cloned());
+            let id = row.id.to_string();
+            let publish = self.bus.publish(&subject, &id, row.envelope.into());
+            let span = || {
+                tracing::info_span!(
+                    "publish",
+                    otel.name = %format_args!("publish {}", row.event_type),
+                    otel.kind = "producer",
+                    messaging.system = "nats",
+                    messaging.destination.name = %subject,
+                )
+            };
+            if let Err(e) = crate::trace::follow_on(cause, span, publish).await {
                 failure = Some(e.to_string());
                 break;
             }

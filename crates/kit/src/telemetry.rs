@@ -4,10 +4,12 @@
 //! OpenTelemetry over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, under `OTEL_SERVICE_NAME` or the process's
 //! own name. The edge (and `oba up`) also keeps its most recent traces in memory
-//! ([`RecentTraces`]), for the status page: there, with no exporter, a request is traced
-//! when its caller's `traceparent` says sampled, or else at `OBA_TRACE_SAMPLE_RATIO`
-//! (default 0.05: the cost of spans is paid for one request in twenty). Elsewhere, with no
-//! exporter, no span layer is installed: a span costs a disabled callsite check.
+//! ([`RecentTraces`]), for the status page. Which traces get spans is decided where they
+//! start (see [`crate::trace`]): `OBA_TRACE_SAMPLE_RATIO` of new ones (default 1 when
+//! exporting, else 0.05: spans cost about a fifth of `oba up`'s throughput when every
+//! request has them), and those whose caller sent a sampled `traceparent`, public ones up
+//! to `OBA_TRACE_ASKED_PER_SECOND` (10). With neither an exporter nor the ring, no span
+//! layer is installed: a span costs a disabled callsite check.
 
 use std::collections::VecDeque;
 use std::io::IsTerminal;
@@ -36,6 +38,10 @@ pub enum TelemetryError {
     Protocol(String),
     #[error("OTLP exporter: {0}")]
     Exporter(String),
+    #[error("OBA_TRACE_SAMPLE_RATIO={0:?}: expected a number from 0 to 1")]
+    SampleRatio(String),
+    #[error("OBA_TRACE_ASKED_PER_SECOND={0:?}: expected a whole number above 0")]
+    AskedPerSecond(String),
 }
 
 /// The installed telemetry; [`Telemetry::shutdown`] sends the spans still buffered.
@@ -75,10 +81,11 @@ pub fn init(service: &str, keep_recent: bool) -> Result<Telemetry, TelemetryErro
     let spans = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("oba"))
-            // The spans meant for traces say their kind; warnings and errors go with them.
+            // The spans meant for traces say their kind, and are kept only in a sampled
+            // trace (see crate::trace); warnings and errors go with them.
             .with_filter(filter_fn(|meta| {
                 if meta.is_span() {
-                    meta.fields().field("otel.kind").is_some()
+                    meta.fields().field("otel.kind").is_some() && crate::trace::sampled_here()
                 } else {
                     *meta.level() <= tracing::Level::WARN
                 }
@@ -109,17 +116,34 @@ fn provider(service: &str, keep_recent: bool) -> Result<Option<SdkTracerProvider
         .with_service_name(name)
         .build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
-    let standard_sampler = std::env::var("OTEL_TRACES_SAMPLER").is_ok();
-    if exporter.is_none() && !standard_sampler {
-        let ratio = std::env::var("OBA_TRACE_SAMPLE_RATIO")
-            .ok()
-            .and_then(|r| r.trim().parse::<f64>().ok())
-            .filter(|r| (0.0..=1.0).contains(r))
-            .unwrap_or(DEFAULT_SAMPLE_RATIO);
-        builder = builder.with_sampler(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
-            opentelemetry_sdk::trace::Sampler::TraceIdRatioBased(ratio),
-        )));
+    // oba decides where a trace starts (crate::trace) and makes no span outside a sampled
+    // one; the SDK keeps them all unless the standard variables ask for more sampling.
+    if std::env::var("OTEL_TRACES_SAMPLER").is_err() {
+        builder = builder.with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn);
     }
+    let ratio = match std::env::var("OBA_TRACE_SAMPLE_RATIO") {
+        Err(_) if exporter.is_some() => 1.0,
+        Err(_) => DEFAULT_SAMPLE_RATIO,
+        Ok(text) => text
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|r| (0.0..=1.0).contains(r))
+            .ok_or(TelemetryError::SampleRatio(text))?,
+    };
+    let asked = match std::env::var("OBA_TRACE_ASKED_PER_SECOND") {
+        Err(_) => DEFAULT_ASKED_PER_SECOND,
+        Ok(text) => text
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .and_then(std::num::NonZeroU32::new)
+            .ok_or(TelemetryError::AskedPerSecond(text))?,
+    };
+    crate::trace::sample(crate::trace::Sampling {
+        ratio,
+        asked: governor::RateLimiter::direct(governor::Quota::per_second(asked)),
+    });
     if let Some(exporter) = exporter {
         builder = builder.with_batch_exporter(exporter);
     }
@@ -153,8 +177,11 @@ fn exporter() -> Result<Option<opentelemetry_otlp::SpanExporter>, TelemetryError
     Ok(Some(exporter))
 }
 
-/// Requests traced, with no exporter, when the caller did not say (see the module docs).
+/// Share of traces started here that are sampled, with no exporter (see the module docs).
 const DEFAULT_SAMPLE_RATIO: f64 = 0.05;
+/// Public requests whose caller asks for a trace (a sampled `traceparent`), honoured per second.
+const DEFAULT_ASKED_PER_SECOND: std::num::NonZeroU32 =
+    std::num::NonZeroU32::new(10).expect("10 > 0");
 /// Traces the ring keeps, newest first, and spans kept of each: a bounded memory.
 const KEPT_TRACES: usize = 50;
 const KEPT_SPANS: usize = 200;

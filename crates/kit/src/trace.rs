@@ -13,6 +13,7 @@
 //! the request's, unchanged.
 
 use std::future::Future;
+use std::sync::OnceLock;
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
@@ -23,6 +24,75 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 tokio::task_local! {
     static TRACEPARENT: String;
+}
+
+/// Which requests get spans, set once by [`crate::telemetry::init`]: none until then.
+static SAMPLING: OnceLock<Sampling> = OnceLock::new();
+
+/// The sampling decision, made once per trace where it starts and carried in the
+/// `traceparent` flags: a span is made only inside a sampled trace, so an unsampled request
+/// costs no span at all (not even one that is dropped later).
+pub struct Sampling {
+    /// Share of traces started here that are sampled.
+    pub ratio: f64,
+    /// Public requests whose caller asks for sampling, honoured per second at most: a caller
+    /// cannot make every request pay for spans.
+    pub asked: governor::DefaultDirectRateLimiter,
+}
+
+/// Turns spans on, with `sampling` (the first call wins).
+pub fn sample(sampling: Sampling) {
+    let _ = SAMPLING.set(sampling);
+}
+
+/// Whether spans are made in this process at all.
+pub fn spans_on() -> bool {
+    SAMPLING.get().is_some()
+}
+
+/// Whether the code running now is part of a sampled trace (and spans are made at all).
+pub fn sampled_here() -> bool {
+    SAMPLING.get().is_some()
+        && TRACEPARENT
+            .try_with(|traceparent| is_sampled(traceparent))
+            .unwrap_or(false)
+}
+
+fn is_sampled(traceparent: &str) -> bool {
+    traceparent
+        .rsplit('-')
+        .next()
+        .and_then(|flags| u8::from_str_radix(flags, 16).ok())
+        .is_some_and(|flags| flags & 1 == 1)
+}
+
+/// `traceparent` with its sampled flag set to `sampled`.
+fn with_sampled(traceparent: &str, sampled: bool) -> String {
+    match traceparent.rsplit_once('-') {
+        Some((head, _)) => format!("{head}-{}", if sampled { "01" } else { "00" }),
+        None => traceparent.to_owned(),
+    }
+}
+
+/// The decision for a request: a caller's sampled flag is kept if `trusted` (a peer service
+/// carrying on a trace) or within the public allowance; a new trace is sampled at the ratio.
+fn decide(incoming: Option<&str>, trusted: bool) -> bool {
+    let Some(sampling) = SAMPLING.get() else {
+        return false;
+    };
+    match incoming {
+        Some(traceparent) => is_sampled(traceparent) && (trusted || sampling.asked.check().is_ok()),
+        None => fastrand_share() < sampling.ratio,
+    }
+}
+
+/// A uniform number in [0, 1) from the OS's randomness (never fails a request: 1.0 then).
+fn fastrand_share() -> f64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        return 1.0;
+    }
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 pub const HEADER: &str = "traceparent";
@@ -42,6 +112,29 @@ pub fn current() -> Option<String> {
         ));
     }
     TRACEPARENT.try_with(Clone::clone).ok()
+}
+
+/// Runs `work` as part of the trace `cause` names (an event's, from its envelope): in a span
+/// made by `span` and parented to `cause` when that trace is sampled, else as it is.
+pub async fn follow_on<F: Future>(
+    cause: Option<String>,
+    span: impl FnOnce() -> tracing::Span,
+    work: F,
+) -> F::Output {
+    let Some(cause) = cause.filter(|_| SAMPLING.get().is_some()) else {
+        return work.await;
+    };
+    if !is_sampled(&cause) {
+        return scope(cause, work).await;
+    }
+    let parent = cause.clone();
+    // The span is made inside the trace's scope: only spans of sampled traces are kept.
+    scope(cause, async move {
+        let span = span();
+        adopt(&span, &parent);
+        work.instrument(span).await
+    })
+    .await
 }
 
 /// Makes `span` a child of the (remote) span `traceparent` names; a malformed one, or spans
@@ -112,8 +205,33 @@ fn is_operations(path: &str) -> bool {
         || path.starts_with("/oba.common.v1.Introspection/")
 }
 
+/// The `server` span of a request: named after its gRPC method or its HTTP route.
+fn server_span(request: &Request, grpc: bool) -> tracing::Span {
+    let name = if grpc {
+        request.uri().path().trim_start_matches('/').to_owned()
+    } else {
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", MatchedPath::as_str);
+        format!("{} {route}", request.method())
+    };
+    tracing::info_span!(
+        "request",
+        otel.name = %name,
+        otel.kind = "server",
+        rpc.system = if grpc { "grpc" } else { "http" },
+        http.response.status_code = tracing::field::Empty,
+        rpc.grpc.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    )
+}
+
 /// The `client` span of a gRPC call to `peer`'s method at `path`.
 pub fn client_span(peer: &'static str, path: &str) -> tracing::Span {
+    if !sampled_here() {
+        return tracing::Span::none();
+    }
     tracing::info_span!(
         "call",
         otel.name = %path.trim_start_matches('/'),
@@ -140,35 +258,25 @@ pub async fn propagate(request: Request, next: Next) -> Response {
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let name = if grpc {
-        request.uri().path().trim_start_matches('/').to_owned()
+    let traceparent = incoming.clone().unwrap_or_else(new_traceparent);
+    // Without spans the trace context passes through as it came; with them, the decision
+    // is made here. A peer service carrying on a trace speaks gRPC; public requests, HTTP.
+    let (traceparent, sampled) = if SAMPLING.get().is_some() {
+        let sampled = decide(incoming.as_deref(), grpc);
+        (with_sampled(&traceparent, sampled), sampled)
     } else {
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or("unmatched", MatchedPath::as_str);
-        format!("{} {route}", request.method())
+        (traceparent, false)
     };
-    let span = tracing::info_span!(
-        "request",
-        otel.name = %name,
-        otel.kind = "server",
-        rpc.system = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-        rpc.grpc.status_code = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-    );
-    if grpc {
-        span.record("rpc.system", "grpc");
-    }
-    if let Some(incoming) = &incoming {
-        adopt(&span, incoming);
-    }
-    let traceparent = incoming.unwrap_or_else(new_traceparent);
-    let response = scope(traceparent, next.run(request))
-        .instrument(span.clone())
-        .await;
-    if !span.is_disabled() {
+    scope(traceparent, async move {
+        if !sampled {
+            return next.run(request).await;
+        }
+        // Made inside the trace's scope, where the span layer sees that it is sampled.
+        let span = server_span(&request, grpc);
+        if let Some(incoming) = &incoming {
+            adopt(&span, incoming);
+        }
+        let response = next.run(request).instrument(span.clone()).await;
         let status = response.status();
         span.record("http.response.status_code", status.as_u16());
         // A failed gRPC call answered without a body carries its status in the headers.
@@ -183,8 +291,9 @@ pub async fn propagate(request: Request, next: Next) -> Response {
         if status.is_server_error() || grpc_status.is_some_and(|code| code != 0) {
             span.record("otel.status_code", "ERROR");
         }
-    }
-    response
+        response
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -204,6 +313,23 @@ mod tests {
             assert_eq!(parse(bad), None, "{bad}");
         }
         assert!(parse(&new_traceparent()).is_some());
+    }
+
+    #[test]
+    fn the_sampled_flag_is_read_and_set_in_the_traceparent() {
+        let asked = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert!(is_sampled(asked));
+        let refused = with_sampled(asked, false);
+        assert_eq!(
+            refused,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+        );
+        assert!(!is_sampled(&refused));
+        assert_eq!(with_sampled(&refused, true), asked);
+        // Other flag bits do not count as sampled.
+        assert!(!is_sampled(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-02"
+        ));
     }
 
     #[test]

@@ -185,3 +185,35 @@ async fn a_traced_request_appears_in_the_recent_traces_with_its_spans() {
         "{report}"
     );
 }
+
+#[tokio::test]
+#[cfg_attr(
+    not(oba_test_postgres),
+    ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
+)]
+async fn a_caller_cannot_make_every_request_traced() {
+    let app = TestSystem::start_production().await;
+    let ids: Vec<String> = (0..40)
+        .map(|n| format!("{n:032x}").replacen('0', "a", 1))
+        .collect();
+    let started = Instant::now();
+    for id in &ids {
+        traced_request(&app, id).await;
+    }
+    let took = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = status(&app).await;
+    let traced = report["traces"]
+        .as_array()
+        .expect("traces")
+        .iter()
+        .filter(|t| ids.iter().any(|id| t["trace_id"] == id.as_str()))
+        .count();
+    // OBA_TRACE_ASKED_PER_SECOND (10): a burst of 10, then 10 a second.
+    let allowed = 10 + (10.0 * took).ceil() as usize;
+    assert!(traced >= 10, "{traced} of 40 traced");
+    assert!(
+        traced <= allowed.min(39),
+        "{traced} of 40 traced in {took:.2} s"
+    );
+}

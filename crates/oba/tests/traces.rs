@@ -212,3 +212,16 @@ async fn an_otlp_protocol_this_build_cannot_speak_is_refused_at_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_sample_ratio_that_is_not_a_share_is_refused_at_start() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_oba"))
+        .args(["serve", "blog-aggregator"])
+        .env("OBA_TRACE_SAMPLE_RATIO", "lots")
+        .output()
+        .await
+        .expect("oba runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("OBA_TRACE_SAMPLE_RATIO"), "{stderr}");
+}
