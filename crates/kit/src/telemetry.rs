@@ -6,10 +6,10 @@
 //! own name. The edge (and `oba up`) also keeps its most recent traces in memory
 //! ([`RecentTraces`]), for the status page. Which traces get spans is decided where they
 //! start (see [`crate::trace`]): `OBA_TRACE_SAMPLE_RATIO` of new ones (default 1 when
-//! exporting, else 0.05: spans cost about a fifth of `oba up`'s throughput when every
-//! request has them), and those whose caller sent a sampled `traceparent`, public ones up
-//! to `OBA_TRACE_ASKED_PER_SECOND` (10). With neither an exporter nor the ring, no span
-//! layer is installed: a span costs a disabled callsite check.
+//! exporting; else 0.05, enough to fill the status page), and those whose caller sent a
+//! sampled `traceparent`, public ones up to `OBA_TRACE_ASKED_PER_SECOND` (10). With
+//! neither an exporter nor the ring, no span layer is installed: a span costs a disabled
+//! callsite check.
 
 use std::collections::VecDeque;
 use std::io::IsTerminal;
