@@ -125,14 +125,7 @@ async fn the_status_page_shows_every_service_healthy_then_one_down() {
 
     // A request of the test's own shows in the recent traces, its spans as a waterfall.
     let trace_id = "6bf92f3577b34da6a3ce929d0e0e4736";
-    let response = app
-        .http
-        .get(format!("{}/api/articles?limit=5", app.url))
-        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(response.status(), 200);
+    app.traced_request(trace_id).await;
     let trace = format!("#traces li[data-trace-id='{trace_id}']");
     browser.until(&trace, Some(1), Duration::from_secs(5)).await;
     browser

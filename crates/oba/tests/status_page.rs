@@ -124,18 +124,6 @@ async fn a_stopped_service_shows_down_within_five_seconds() {
     }
 }
 
-/// Sends a request in a trace of the test's own (sampled), and returns the trace id.
-pub async fn traced_request(app: &TestSystem, trace_id: &str) {
-    let response = app
-        .http
-        .get(format!("{}/api/articles?limit=5", app.url))
-        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(response.status(), 200);
-}
-
 #[tokio::test]
 #[cfg_attr(
     not(oba_test_postgres),
@@ -144,7 +132,7 @@ pub async fn traced_request(app: &TestSystem, trace_id: &str) {
 async fn a_traced_request_appears_in_the_recent_traces_with_its_spans() {
     let app = TestSystem::start_production().await;
     let trace_id = "5bf92f3577b34da6a3ce929d0e0e4736";
-    traced_request(&app, trace_id).await;
+    app.traced_request(trace_id).await;
     let started = Instant::now();
     let trace = loop {
         let report = status(&app).await;
@@ -198,7 +186,7 @@ async fn a_caller_cannot_make_every_request_traced() {
         .collect();
     let started = Instant::now();
     for id in &ids {
-        traced_request(&app, id).await;
+        app.traced_request(id).await;
     }
     let took = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(300)).await;

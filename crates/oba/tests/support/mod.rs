@@ -265,6 +265,19 @@ impl TestSystem {
         )
     }
 
+    /// Lists articles as a caller would inside its own trace `trace_id`, asking for it to
+    /// be sampled.
+    pub async fn traced_request(&self, trace_id: &str) {
+        let response = self
+            .http
+            .get(format!("{}/api/articles?limit=5", self.url))
+            .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 200);
+    }
+
     /// Signs in as the admin; returns the token.
     pub async fn admin_token(&self) -> String {
         let data = self
