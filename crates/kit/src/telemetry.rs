@@ -38,10 +38,8 @@ pub enum TelemetryError {
     Protocol(String),
     #[error("OTLP exporter: {0}")]
     Exporter(String),
-    #[error("OBA_TRACE_SAMPLE_RATIO={0:?}: expected a number from 0 to 1")]
-    SampleRatio(String),
-    #[error("OBA_TRACE_ASKED_PER_SECOND={0:?}: expected a whole number above 0")]
-    AskedPerSecond(String),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// The installed telemetry; [`Telemetry::shutdown`] sends the spans still buffered.
@@ -50,11 +48,6 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Whether spans are exported.
-    pub fn exporting(&self) -> bool {
-        self.provider.is_some()
-    }
-
     /// Flushes and stops the exporter (a blocking call, made off the async threads).
     pub async fn shutdown(self) {
         if let Some(provider) = self.provider {
@@ -121,28 +114,21 @@ fn provider(service: &str, keep_recent: bool) -> Result<Option<SdkTracerProvider
     if std::env::var("OTEL_TRACES_SAMPLER").is_err() {
         builder = builder.with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn);
     }
-    let ratio = match std::env::var("OBA_TRACE_SAMPLE_RATIO") {
-        Err(_) if exporter.is_some() => 1.0,
-        Err(_) => DEFAULT_SAMPLE_RATIO,
-        Ok(text) => text
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|r| (0.0..=1.0).contains(r))
-            .ok_or(TelemetryError::SampleRatio(text))?,
+    let mut env = crate::config::Env::from_process();
+    let default_ratio = if exporter.is_some() {
+        1.0
+    } else {
+        DEFAULT_SAMPLE_RATIO
     };
-    let asked = match std::env::var("OBA_TRACE_ASKED_PER_SECOND") {
-        Err(_) => DEFAULT_ASKED_PER_SECOND,
-        Ok(text) => text
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .and_then(std::num::NonZeroU32::new)
-            .ok_or(TelemetryError::AskedPerSecond(text))?,
-    };
+    let ratio = env.parsed("OBA_TRACE_SAMPLE_RATIO", default_ratio);
+    if !(0.0..=1.0).contains(&ratio.value) {
+        env.problem(&ratio.key, "expected a share from 0 to 1");
+    }
+    let asked = env.parsed("OBA_TRACE_ASKED_PER_SECOND", DEFAULT_ASKED_PER_SECOND);
+    env.finish()?;
     crate::trace::sample(crate::trace::Sampling {
-        ratio,
-        asked: governor::RateLimiter::direct(governor::Quota::per_second(asked)),
+        ratio: ratio.value,
+        asked: governor::RateLimiter::direct(governor::Quota::per_second(asked.value)),
     });
     if let Some(exporter) = exporter {
         builder = builder.with_batch_exporter(exporter);

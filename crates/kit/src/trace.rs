@@ -74,25 +74,28 @@ fn with_sampled(traceparent: &str, sampled: bool) -> String {
     }
 }
 
-/// The decision for a request: a caller's sampled flag is kept if `trusted` (a peer service
-/// carrying on a trace) or within the public allowance; a new trace is sampled at the ratio.
-fn decide(incoming: Option<&str>, trusted: bool) -> bool {
+/// The decision for a request in `traceparent`: a caller's sampled flag (`incoming`) is kept
+/// if `trusted` (a peer service carrying on a trace) or within the public allowance; a new
+/// trace is sampled at the ratio.
+fn decide(traceparent: &str, incoming: bool, trusted: bool) -> bool {
     let Some(sampling) = SAMPLING.get() else {
         return false;
     };
-    match incoming {
-        Some(traceparent) => is_sampled(traceparent) && (trusted || sampling.asked.check().is_ok()),
-        None => fastrand_share() < sampling.ratio,
+    if incoming {
+        is_sampled(traceparent) && (trusted || sampling.asked.check().is_ok())
+    } else {
+        sampled_at_ratio(traceparent, sampling.ratio)
     }
 }
 
-/// A uniform number in [0, 1) from the OS's randomness (never fails a request: 1.0 then).
-fn fastrand_share() -> f64 {
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        return 1.0;
-    }
-    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+/// Whether a trace started here is sampled: decided by its (random) trace id, as
+/// OpenTelemetry's `TraceIdRatioBased` does, so no more randomness is drawn per request.
+fn sampled_at_ratio(traceparent: &str, ratio: f64) -> bool {
+    let low = traceparent
+        .get(19..35)
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .unwrap_or(u64::MAX);
+    ((low >> 11) as f64 / (1u64 << 53) as f64) < ratio
 }
 
 pub const HEADER: &str = "traceparent";
@@ -254,15 +257,12 @@ pub async fn propagate(request: Request, next: Next) -> Response {
         .get(HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(parse);
-    let grpc = request
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let grpc = crate::metrics::is_grpc(&request);
     let traceparent = incoming.clone().unwrap_or_else(new_traceparent);
     // Without spans the trace context passes through as it came; with them, the decision
     // is made here. A peer service carrying on a trace speaks gRPC; public requests, HTTP.
     let (traceparent, sampled) = if SAMPLING.get().is_some() {
-        let sampled = decide(incoming.as_deref(), grpc);
+        let sampled = decide(&traceparent, incoming.is_some(), grpc);
         (with_sampled(&traceparent, sampled), sampled)
     } else {
         (traceparent, false)
@@ -330,6 +330,19 @@ mod tests {
         assert!(!is_sampled(
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-02"
         ));
+    }
+
+    #[test]
+    fn a_new_trace_is_sampled_by_its_id_at_the_ratio() {
+        let low = "00-4bf92f3577b34da60000000000000000-00f067aa0ba902b7-01";
+        let high = "00-4bf92f3577b34da6ffffffffffffffff-00f067aa0ba902b7-01";
+        assert!(sampled_at_ratio(low, 0.05) && !sampled_at_ratio(high, 0.05));
+        assert!(sampled_at_ratio(high, 1.0) && !sampled_at_ratio(low, 0.0));
+        let sampled = (0..10_000)
+            .filter(|_| sampled_at_ratio(&new_traceparent(), 0.05))
+            .count();
+        // 500 expected; 6 standard deviations either side.
+        assert!((370..=630).contains(&sampled), "{sampled} of 10 000");
     }
 
     #[test]
