@@ -71,7 +71,8 @@ async fn every_service_reports_health_version_and_the_calls_it_served() {
         app.create_post(&alice, &format!("Post {n}"), &["status"])
             .await;
     }
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The services are looked at once a second at most.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let second = status(&app).await;
     let posts = service(&second, "post-service");
     assert!(
@@ -98,6 +99,42 @@ async fn every_service_reports_health_version_and_the_calls_it_served() {
             .unwrap_or(0.0)
             > 0.0,
         "{rank}"
+    );
+}
+
+/// How many times post-service was asked for its metrics.
+async fn metrics_asked(app: &TestSystem) -> u64 {
+    let text = app
+        .metrics(&format!("http://{}", app.addr(Service::PostService)))
+        .await;
+    text.lines()
+        .filter(|l| l.starts_with("oba_grpc_requests_total{") && l.contains("/GetMetrics\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn polling_the_status_as_often_as_one_likes_asks_the_services_once_a_second() {
+    let app = TestSystem::start().await;
+    let before = metrics_asked(&app).await;
+    let started = Instant::now();
+    let polls = (0..50).map(|_| status(&app));
+    let reports = futures::future::join_all(polls).await;
+    for _ in 0..20 {
+        status(&app).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(
+        reports
+            .iter()
+            .all(|r| r["services"].as_array().is_some_and(|s| s.len() == 7))
+    );
+    let asked = metrics_asked(&app).await - before;
+    // 70 polls: one look, plus one per further second they took.
+    assert!(asked >= 1, "never asked");
+    assert!(
+        asked <= 1 + seconds.ceil() as u64,
+        "{asked} looks in {seconds:.2} s"
     );
 }
 

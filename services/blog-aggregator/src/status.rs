@@ -4,11 +4,13 @@
 //! The edge asks every service, over the gRPC it already uses, for its health, version and
 //! metrics (`Introspection.GetMetrics`: its OpenMetrics text). Rates and latency quantiles
 //! are those of the window between two looks: the board keeps each service's previous
-//! sample, so a page polling every two seconds sees the last two seconds. It works the
-//! same in `oba up` and with a process per service.
+//! sample, so a page polling every two seconds sees the last two seconds. Looks are made at
+//! most once a second, whoever polls: `/status.json` needs no credential, and must not let
+//! anyone multiply calls to the services. It works the same in `oba up` and with a process
+//! per service.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -34,8 +36,8 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
 
-/// A sample younger than this is not replaced: a window is at least this long.
-const SHORTEST_WINDOW: Duration = Duration::from_millis(500);
+/// The least time between two looks at the services (see [`StatusBoard::report`]).
+const LOOK_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct StatusState {
@@ -210,21 +212,35 @@ pub struct OutboxFigures {
     pub oldest_pending_seconds: f64,
 }
 
-/// Each service's previous sample.
+/// The latest look at the services, shared by every poller, and each service's sample from
+/// the look before (the start of the window its figures cover).
 #[derive(Default)]
 pub struct StatusBoard {
-    previous: Mutex<HashMap<String, Sample>>,
+    board: tokio::sync::Mutex<Board>,
 }
 
-#[derive(Clone)]
+#[derive(Default)]
+struct Board {
+    latest: Option<(Instant, Arc<StatusReport>)>,
+    samples: HashMap<String, Sample>,
+}
+
 struct Sample {
     at: Instant,
     metrics: Exposition,
 }
 
 impl StatusBoard {
-    /// Every service's health and figures, asked concurrently, each within two seconds.
-    pub async fn report(&self, peers: &PeerChannels) -> StatusReport {
+    /// Every service's health and figures, asked concurrently, each within two seconds; at
+    /// most once per [`LOOK_EVERY`], whoever polls and however often: pollers in between,
+    /// and those waiting while a look is made, share its report.
+    pub async fn report(&self, peers: &PeerChannels) -> Arc<StatusReport> {
+        let mut board = self.board.lock().await;
+        if let Some((at, report)) = &board.latest
+            && at.elapsed() < LOOK_EVERY
+        {
+            return report.clone();
+        }
         let edge = ServiceStatus {
             name: crate::NAME.to_owned(),
             status: "SERVING".to_owned(),
@@ -232,25 +248,28 @@ impl StatusBoard {
             breaker_open: false,
         };
         let looks = join_all(peers.states().into_iter().map(|peer| async move {
-            let (status, metrics) = tokio::join!(
+            tokio::join!(
                 compose::peer_status(peer.name, peer.channel.clone(), peer.breaker_open),
                 metrics_of(peer.channel),
-            );
-            (status, metrics)
+            )
         }))
         .await;
         let now = Instant::now();
-        let mut services = vec![self.figures(edge, None, now)];
-        for (status, metrics) in looks {
-            services.push(self.figures(status, metrics, now));
-        }
+        let services = std::iter::once((edge, None))
+            .chain(looks)
+            .map(|(status, metrics)| board.figures(status, metrics, now))
+            .collect();
         let traces = oba_kit::telemetry::recent_traces()
             .map(|traces| traces.into_iter().filter_map(waterfall).collect());
-        StatusReport { services, traces }
+        let report = Arc::new(StatusReport { services, traces });
+        board.latest = Some((now, report.clone()));
+        report
     }
+}
 
+impl Board {
     fn figures(
-        &self,
+        &mut self,
         status: ServiceStatus,
         metrics: Option<Exposition>,
         now: Instant,
@@ -277,42 +296,20 @@ impl StatusBoard {
                     .value("oba_outbox_oldest_pending_seconds", &[])
                     .unwrap_or(0.0),
             });
-        let previous = {
-            let Ok(mut samples) = self.previous.lock() else {
-                return figures;
-            };
-            let previous = samples.get(&status.name).cloned();
-            let stale = previous
-                .as_ref()
-                .is_none_or(|p| now.duration_since(p.at) >= SHORTEST_WINDOW);
-            if stale {
-                samples.insert(
-                    status.name.clone(),
-                    Sample {
-                        at: now,
-                        metrics: metrics.clone(),
-                    },
-                );
-            }
-            previous
+        let sample = Sample {
+            at: now,
+            metrics: metrics.clone(),
         };
-        let Some(previous) = previous else {
+        let Some(previous) = self.samples.insert(status.name, sample) else {
             return figures;
         };
         let window = now.duration_since(previous.at).as_secs_f64();
-        if window <= 0.0 {
-            return figures;
-        }
         figures.window_seconds = Some(window);
         let change = metrics.minus(&previous.metrics);
-        let mut methods: Vec<String> = change
+        figures.methods = change
             .label_values("oba_grpc_requests_total", "method")
-            .into_iter()
-            .filter(|m| !m.starts_with("/grpc.health") && !m.contains("Introspection"))
-            .collect();
-        methods.sort();
-        figures.methods = methods
             .iter()
+            .filter(|method| !is_operations_method(method))
             .map(|method| rpc_figures(&change, Some(method), window))
             .collect();
         figures.total = Some(rpc_figures(&change, None, window));
@@ -328,6 +325,12 @@ impl StatusBoard {
     }
 }
 
+/// Health checks and introspection: what the status page and the balancers cause, left out
+/// of the figures so that watching does not show as load.
+fn is_operations_method(method: &str) -> bool {
+    method.starts_with("/grpc.health") || method.contains("Introspection")
+}
+
 /// Rate, errors and latency of one method (or of all but health checks and introspection,
 /// which the status page itself causes) over a window of `seconds`.
 fn rpc_figures(change: &Exposition, method: Option<&str>, seconds: f64) -> RpcFigures {
@@ -339,7 +342,7 @@ fn rpc_figures(change: &Exposition, method: Option<&str>, seconds: f64) -> RpcFi
             .unwrap_or_default();
         match method {
             Some(method) => of == method,
-            None => !of.starts_with("/grpc.health") && !of.contains("Introspection"),
+            None => !is_operations_method(of),
         }
     };
     let sum = |name: &str| -> f64 {
