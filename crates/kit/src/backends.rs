@@ -14,6 +14,7 @@ use crate::config::{ConfigError, Env, Setting};
 use crate::consumer::{self, Projection};
 use crate::db::{self, DbConfig};
 use crate::outbox::{Outbox, Relay};
+use crate::peer::PostDirectory;
 use crate::server::ServiceApp;
 
 /// `OBA_DATABASE_*`, `OBA_BUS_*` and `OBA_TOKEN_PUBLIC_KEY_FILE`.
@@ -99,6 +100,23 @@ impl Backends {
             app.background(move |shutdown| Box::pin(relay.run(shutdown))),
             outbox,
         )
+    }
+
+    /// [`Backends::publishing_app`] for a service that also asks post-service (at
+    /// `post_service`) about the posts it is called about: the directory it asks through
+    /// forgets each deleted post as its event passes, in every replica.
+    pub fn publishing_post_reader(
+        &self,
+        name: &'static str,
+        post_service: &Setting<String>,
+    ) -> Result<(ServiceApp, Outbox, PostDirectory), ConfigError> {
+        let posts = PostDirectory::connect(post_service)?;
+        let deleted = self.bus.listen(&format!("{}.post.deleted", self.namespace));
+        let (app, outbox) = self.publishing_app(name);
+        let forgetting = posts.clone();
+        let app =
+            app.background(move |shutdown| Box::pin(forgetting.forget_deleted(deleted, shutdown)));
+        Ok((app, outbox, posts))
     }
 
     /// The app of a service that consumes `subjects` (durable consumer `name`) into

@@ -9,6 +9,7 @@
 //! retrying in the background, and deliveries arrive on its channel once the bus is back.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -243,6 +244,9 @@ pub struct NatsBus {
     client: async_nats::Client,
     jetstream: async_nats::jetstream::Context,
     namespace: String,
+    /// Whether the stream is known to exist: made sure of once, not on every publish (a
+    /// round trip to the server each), and again after a publish failed.
+    stream_ready: std::sync::atomic::AtomicBool,
 }
 
 impl NatsBus {
@@ -260,6 +264,7 @@ impl NatsBus {
             client,
             jetstream,
             namespace: namespace.to_owned(),
+            stream_ready: Default::default(),
         })
     }
 
@@ -362,17 +367,26 @@ impl NatsBus {
 #[tonic::async_trait]
 impl EventBus for NatsBus {
     async fn publish(&self, subject: &str, id: &str, payload: Bytes) -> Result<(), BusError> {
-        Self::stream(&self.jetstream, &self.namespace).await?;
+        if !self.stream_ready.load(Ordering::Relaxed) {
+            Self::stream(&self.jetstream, &self.namespace).await?;
+            self.stream_ready.store(true, Ordering::Relaxed);
+        }
         // JetStream drops a message whose id it stored within its duplicate window (2 min):
         // an event published again after a relay crashed before marking it sent.
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", id);
-        self.jetstream
-            .publish_with_headers(subject.to_owned(), headers, payload)
-            .await
-            .map_err(|e| BusError(e.to_string()))?
-            .await
-            .map_err(|e| BusError(e.to_string()))?;
+        let stored = async {
+            self.jetstream
+                .publish_with_headers(subject.to_owned(), headers, payload)
+                .await?
+                .await
+        }
+        .await;
+        if let Err(e) = stored {
+            // The stream may be gone (a server that lost its store): make sure of it next time.
+            self.stream_ready.store(false, Ordering::Relaxed);
+            return Err(BusError(e.to_string()));
+        }
         Ok(())
     }
 

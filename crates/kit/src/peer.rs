@@ -291,27 +291,85 @@ impl tonic::service::Interceptor for Outgoing {
 /// Facts about posts from their owner, post-service, for services that must not take them
 /// from their caller: whether a post exists and who wrote it (whom a comment or a like
 /// notifies, who may delete a post's comments).
+///
+/// A post's author never changes, so answers are remembered ([`AUTHORS_REMEMBERED`] posts,
+/// least recently used forgotten first): a like or a comment costs no call to post-service
+/// once its post is known. What can change is whether the post exists: a remembered post is
+/// forgotten when its `post.deleted` event passes ([`PostDirectory::forget_deleted`], heard
+/// by every replica), and after [`AUTHOR_REMEMBERED_FOR`] in case that event was missed (it
+/// is listened to at most once, not consumed durably).
 #[derive(Clone)]
 pub struct PostDirectory {
     posts: oba_proto::post::v1::post_service_client::PostServiceClient<
         tonic::service::interceptor::InterceptedService<Channel, Outgoing>,
     >,
+    authors: Arc<std::sync::Mutex<lru::LruCache<uuid::Uuid, (uuid::Uuid, Instant)>>>,
 }
+
+/// How many posts' authors a [`PostDirectory`] remembers.
+pub const AUTHORS_REMEMBERED: usize = 10_000;
+/// The longest a post's author is remembered (the bound on trusting a post still exists
+/// when its deletion was not heard).
+pub const AUTHOR_REMEMBERED_FOR: Duration = Duration::from_secs(60);
 
 impl PostDirectory {
     /// Reaches post-service at `url` (`OBA_POST_SERVICE_URL`).
     pub fn connect(url: &Setting<String>) -> Result<Self, ConfigError> {
         let channel = peer_channel(url)?.channel;
+        let capacity =
+            std::num::NonZeroUsize::new(AUTHORS_REMEMBERED).unwrap_or(std::num::NonZeroUsize::MIN);
         Ok(Self {
             posts: oba_proto::post::v1::post_service_client::PostServiceClient::with_interceptor(
                 channel,
                 Outgoing::default(),
             ),
+            authors: Arc::new(std::sync::Mutex::new(lru::LruCache::new(capacity))),
         })
+    }
+
+    /// Forgets the posts whose `post.deleted` envelopes arrive on `deleted`, until shutdown.
+    pub async fn forget_deleted(
+        self,
+        mut deleted: tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        use prost::Message;
+        loop {
+            let payload = tokio::select! {
+                () = shutdown.cancelled() => return,
+                next = deleted.recv() => match next { Some(payload) => payload, None => return },
+            };
+            let post = oba_proto::event::v1::Envelope::decode(payload)
+                .ok()
+                .and_then(|envelope| envelope.aggregate_id.parse::<uuid::Uuid>().ok());
+            if let (Some(post), Ok(mut authors)) = (post, self.authors.lock()) {
+                authors.pop(&post);
+            }
+        }
     }
 
     /// The author of `post_id`; NOT_FOUND when there is no such post.
     pub async fn author_of(&self, post_id: uuid::Uuid) -> Result<uuid::Uuid, ServiceError> {
+        let remembered = self.authors.lock().ok().and_then(|mut authors| {
+            let (author, since) = *authors.get(&post_id)?;
+            if since.elapsed() < AUTHOR_REMEMBERED_FOR {
+                return Some(author);
+            }
+            authors.pop(&post_id);
+            None
+        });
+        if let Some(author) = remembered {
+            return Ok(author);
+        }
+        let author = self.ask_author_of(post_id).await?;
+        if let Ok(mut authors) = self.authors.lock() {
+            authors.put(post_id, (author, Instant::now()));
+        }
+        Ok(author)
+    }
+
+    /// Post-service's answer to who wrote `post_id`.
+    async fn ask_author_of(&self, post_id: uuid::Uuid) -> Result<uuid::Uuid, ServiceError> {
         use oba_proto::common::v1::IdSet;
         use oba_proto::post::v1::ListPostsRequest;
         use tracing::Instrument;

@@ -21,6 +21,7 @@ scenarios!(
     tags_are_listed_most_used_first,
     comments_list_oldest_first_and_only_the_right_people_delete_them,
     deleting_a_post_removes_its_comments_and_likes,
+    a_post_is_asked_about_once_and_not_liked_once_deleted,
     liking_twice_counts_once_even_concurrently,
     a_page_costs_the_same_internal_calls_for_1_or_50_posts,
     system_status_reports_every_service,
@@ -514,6 +515,61 @@ async fn deleting_a_post_removes_its_comments_and_likes(app: TestSystem) {
         .expect("count comments")
         .into_inner();
     assert_eq!(counts.counts.get(&post_id), None);
+}
+
+/// How many times post-service was asked about posts by id (`ListPosts`).
+async fn posts_listed(app: &TestSystem) -> u64 {
+    let text = app
+        .metrics(&format!("http://{}", app.addr(Service::PostService)))
+        .await;
+    text.lines()
+        .filter(|l| l.starts_with("oba_grpc_requests_total{") && l.contains("/ListPosts\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+async fn a_post_is_asked_about_once_and_not_liked_once_deleted(app: TestSystem) {
+    use oba_proto::like::v1::{LikeRequest, like_service_client::LikeServiceClient};
+
+    let (alice, _) = app.register("alice").await;
+    let (bob, _) = app.register("bob").await;
+    let post = app.create_post(&alice, "Ephemeral", &[]).await;
+    let post_id = post["id"].as_str().expect("id").to_owned();
+    let mut likes =
+        LikeServiceClient::connect(format!("http://{}", app.addr(Service::LikeService)))
+            .await
+            .expect("connect");
+    let like = |token: &str| {
+        let mut request = tonic::Request::new(LikeRequest {
+            post_id: post_id.clone(),
+        });
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("ascii"),
+        );
+        request
+    };
+    likes.like(like(&bob)).await.expect("a like");
+    // like-service knows the post's author now: liking again, or unliking, asks nobody.
+    let asked = posts_listed(&app).await;
+    likes.unlike(like(&bob)).await.expect("an unlike");
+    likes.like(like(&bob)).await.expect("a like again");
+    assert_eq!(posts_listed(&app).await, asked);
+
+    app.ok(Some(&alice), DELETE_POST, json!({ "s": "ephemeral" }))
+        .await;
+    // The deletion's event reaches like-service a moment later; from then on, no like.
+    let started = std::time::Instant::now();
+    let refused = loop {
+        match likes.like(like(&bob)).await {
+            Err(status) => break status,
+            Ok(_) if started.elapsed() < std::time::Duration::from_secs(5) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Ok(_) => panic!("a deleted post still takes likes after 5 s"),
+        }
+    };
+    assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
 }
 
 async fn liking_twice_counts_once_even_concurrently(app: TestSystem) {

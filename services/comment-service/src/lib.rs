@@ -8,7 +8,6 @@ pub mod storage;
 
 use oba_kit::bus::Bus;
 use oba_kit::config::ConfigError;
-use oba_kit::peer::PostDirectory;
 use oba_kit::server::ServiceApp;
 use oba_proto::comment::v1::comment_service_server::CommentServiceServer;
 
@@ -18,12 +17,11 @@ pub use oba_kit::backends::PostReaderConfig as Config;
 
 /// Connects and migrates the database, connects the bus, and builds the service.
 pub async fn app(config: &Config, in_process_bus: Option<Bus>) -> Result<ServiceApp, ConfigError> {
-    let posts = PostDirectory::connect(&config.post_service)?;
     let backends = config
         .backends
         .connect::<storage::migration::Migrator>(in_process_bus)
         .await?;
-    let (app, outbox) = backends.publishing_app(NAME);
+    let (app, outbox, posts) = backends.publishing_post_reader(NAME, &config.post_service)?;
     let service = grpc::CommentGrpc::new(storage::CommentStore::new(backends.db, outbox), posts);
     Ok(app.grpc(CommentServiceServer::new(service)))
 }

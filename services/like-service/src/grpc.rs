@@ -1,5 +1,5 @@
-//! The gRPC face of like-service. Who likes is the caller; whose post it is comes from
-//! post-service, never from the request.
+//! The gRPC face of like-service. Who likes is the caller; whose post it is (whom a like
+//! notifies) comes from post-service, never from the request.
 
 use std::collections::HashSet;
 
@@ -28,15 +28,12 @@ impl LikeGrpc {
         Self { store, posts }
     }
 
-    /// The like the caller of `request` asks for, on a post that exists.
-    async fn like_of(&self, request: &Request<pb::LikeRequest>) -> Result<LikeKey, Status> {
-        let user_id = Caller::of(request).user()?.user_id;
-        let post_id = parse_id("post_id", &request.get_ref().post_id)?;
-        let post_author_id = self.posts.author_of(post_id).await?;
+    /// The like the caller of `request` asks for; the post's author is not looked up.
+    fn like_of(request: &Request<pb::LikeRequest>) -> Result<LikeKey, Status> {
         Ok(LikeKey {
-            post_id,
-            user_id,
-            post_author_id: Some(post_author_id),
+            post_id: parse_id("post_id", &request.get_ref().post_id)?,
+            user_id: Caller::of(request).user()?.user_id,
+            post_author_id: None,
         })
     }
 }
@@ -47,7 +44,9 @@ impl LikeService for LikeGrpc {
         &self,
         request: Request<pb::LikeRequest>,
     ) -> Result<Response<pb::LikeSummary>, Status> {
-        let like = self.like_of(&request).await?;
+        let mut like = Self::like_of(&request)?;
+        // A like is only taken on a post that exists, and its event says whom to notify.
+        like.post_author_id = Some(self.posts.author_of(like.post_id).await?);
         let count = self.store.like(like).await?;
         Ok(Response::new(pb::LikeSummary {
             post_id: like.post_id.to_string(),
@@ -60,7 +59,8 @@ impl LikeService for LikeGrpc {
         &self,
         request: Request<pb::LikeRequest>,
     ) -> Result<Response<pb::LikeSummary>, Status> {
-        let like = self.like_of(&request).await?;
+        // Removing a like that may not exist needs no post: unknown posts have none to remove.
+        let like = Self::like_of(&request)?;
         let count = self.store.unlike(like).await?;
         Ok(Response::new(pb::LikeSummary {
             post_id: like.post_id.to_string(),
