@@ -128,12 +128,18 @@ impl Backends {
         projection: P,
     ) -> ServiceApp {
         let app = self.app(name);
-        let deliveries = self.bus.subscribe(name, subjects);
+        let deliveries = self.bus.subscribe(name, subjects.clone());
         let (db, metrics) = (self.db.clone(), app.metrics().clone());
+        let (bus, lag_metrics) = (self.bus.clone(), metrics.clone());
         app.background(move |shutdown| {
             Box::pin(
                 async move { consumer::run(deliveries, db, projection, &metrics, shutdown).await },
             )
+        })
+        .background(move |shutdown| {
+            Box::pin(async move {
+                consumer::report_lag(bus, name, subjects, &lag_metrics, shutdown).await
+            })
         })
     }
 }

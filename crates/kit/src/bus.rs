@@ -9,7 +9,7 @@
 //! retrying in the background, and deliveries arrive on its channel once the bus is back.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +35,8 @@ pub struct Delivery {
 enum Ack {
     InProcess {
         queue: mpsc::UnboundedSender<Delivery>,
+        /// The consumer's count of events handed to it and not yet acked.
+        pending: Arc<AtomicU64>,
     },
     Nats(Box<async_nats::jetstream::Message>),
 }
@@ -42,7 +44,10 @@ enum Ack {
 impl Delivery {
     pub async fn ack(self) -> Result<(), BusError> {
         match self.ack {
-            Ack::InProcess { .. } => Ok(()),
+            Ack::InProcess { pending, .. } => {
+                pending.fetch_sub(1, Ordering::Relaxed);
+                Ok(())
+            }
             Ack::Nats(message) => message.ack().await.map_err(|e| BusError(e.to_string())),
         }
     }
@@ -50,13 +55,15 @@ impl Delivery {
     /// Hands the message back for redelivery after `delay`.
     pub async fn nak(self, delay: Duration) -> Result<(), BusError> {
         match self.ack {
-            Ack::InProcess { queue } => {
+            Ack::InProcess { queue, pending } => {
+                // Still pending: it comes again.
                 let again = Delivery {
                     subject: self.subject,
                     payload: self.payload,
                     redelivered: true,
                     ack: Ack::InProcess {
                         queue: queue.clone(),
+                        pending,
                     },
                 };
                 tokio::spawn(async move {
@@ -81,6 +88,9 @@ pub trait EventBus: Send + Sync + 'static {
     /// A durable subscription of `consumer` to `subjects` (NATS wildcards allowed).
     fn subscribe(&self, consumer: &str, subjects: Vec<String>)
     -> mpsc::UnboundedReceiver<Delivery>;
+    /// Events stored for `consumer` (subscribed to `subjects`) and not yet acked: waiting to
+    /// be delivered, or delivered and not done. A projection's lag, in events.
+    async fn pending(&self, consumer: &str, subjects: &[String]) -> Result<u64, BusError>;
     /// Whether the bus answers right now (for readiness).
     fn is_connected(&self) -> bool;
     /// Tells every current listener of `subject` (every replica), at most once and not
@@ -145,8 +155,8 @@ pub struct InProcessBus {
     listeners: Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Bytes>>>>,
 }
 
-/// A consumer's subject patterns and its queue.
-type ConsumerQueue = (Vec<String>, mpsc::UnboundedSender<Delivery>);
+/// A consumer's subject patterns, its queue, and its count of events not yet acked.
+type ConsumerQueue = (Vec<String>, mpsc::UnboundedSender<Delivery>, Arc<AtomicU64>);
 
 impl InProcessBus {
     /// Hands `payload` to every listener whose pattern matches `subject`.
@@ -172,7 +182,7 @@ impl EventBus for InProcessBus {
             .consumers
             .lock()
             .map_err(|_| BusError("poisoned".into()))?;
-        for (patterns, queue) in consumers.values() {
+        for (patterns, queue, pending) in consumers.values() {
             if patterns.iter().any(|p| subject_matches(p, subject)) {
                 let delivery = Delivery {
                     subject: subject.to_owned(),
@@ -180,10 +190,15 @@ impl EventBus for InProcessBus {
                     redelivered: false,
                     ack: Ack::InProcess {
                         queue: queue.clone(),
+                        pending: pending.clone(),
                     },
                 };
-                // A consumer that has stopped has nothing left to miss.
-                let _ = queue.send(delivery);
+                // Counted before it can be acked; a consumer that has stopped has nothing
+                // left to miss.
+                pending.fetch_add(1, Ordering::Relaxed);
+                if queue.send(delivery).is_err() {
+                    pending.fetch_sub(1, Ordering::Relaxed);
+                }
             }
         }
         drop(consumers);
@@ -198,9 +213,19 @@ impl EventBus for InProcessBus {
     ) -> mpsc::UnboundedReceiver<Delivery> {
         let (tx, rx) = mpsc::unbounded_channel();
         if let Ok(mut consumers) = self.consumers.lock() {
-            consumers.insert(consumer.to_owned(), (subjects, tx));
+            consumers.insert(consumer.to_owned(), (subjects, tx, Default::default()));
         }
         rx
+    }
+
+    async fn pending(&self, consumer: &str, _subjects: &[String]) -> Result<u64, BusError> {
+        let consumers = self
+            .consumers
+            .lock()
+            .map_err(|_| BusError("poisoned".into()))?;
+        Ok(consumers
+            .get(consumer)
+            .map_or(0, |(_, _, pending)| pending.load(Ordering::Relaxed)))
     }
 
     fn is_connected(&self) -> bool {
@@ -438,6 +463,25 @@ impl EventBus for NatsBus {
         rx
     }
 
+    async fn pending(&self, consumer: &str, subjects: &[String]) -> Result<u64, BusError> {
+        let version = server_version(&self.client)
+            .ok_or_else(|| BusError("not connected to the server yet".into()))?;
+        let stream = self
+            .jetstream
+            .get_stream_no_info(&self.namespace)
+            .await
+            .map_err(|e| BusError(e.to_string()))?;
+        let mut pending = 0;
+        for (name, _) in Self::consumers_for(version, consumer, subjects)? {
+            let info = stream
+                .consumer_info(&name)
+                .await
+                .map_err(|e| BusError(e.to_string()))?;
+            pending += info.num_pending + info.num_ack_pending as u64;
+        }
+        Ok(pending)
+    }
+
     fn is_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
@@ -514,6 +558,31 @@ mod tests {
             refused.to_string().contains("2.8.4 is older than 2.9.0"),
             "{refused}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_consumers_lag_counts_events_until_they_are_acked() {
+        let bus = InProcessBus::default();
+        let subjects = vec!["t.post.*".to_owned()];
+        let mut deliveries = bus.subscribe("rank", subjects.clone());
+        for subject in ["t.post.liked", "t.user.followed", "t.post.viewed"] {
+            bus.publish(subject, "id", Bytes::from_static(b"x"))
+                .await
+                .expect("publish");
+        }
+        assert_eq!(bus.pending("rank", &subjects).await.expect("lag"), 2);
+        let first = deliveries.recv().await.expect("first");
+        let second = deliveries.recv().await.expect("second");
+        // Delivered is not applied: still pending until acked; a nak keeps it pending.
+        assert_eq!(bus.pending("rank", &subjects).await.expect("lag"), 2);
+        first.ack().await.expect("ack");
+        second.nak(Duration::ZERO).await.expect("nak");
+        assert_eq!(bus.pending("rank", &subjects).await.expect("lag"), 1);
+        let again = deliveries.recv().await.expect("redelivered");
+        assert!(again.redelivered);
+        again.ack().await.expect("ack");
+        assert_eq!(bus.pending("rank", &subjects).await.expect("lag"), 0);
+        assert_eq!(bus.pending("nobody", &subjects).await.expect("lag"), 0);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prost::Message;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
@@ -19,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ServiceError;
 use tokio::sync::mpsc;
 
-use crate::bus::Delivery;
+use crate::bus::{Bus, Delivery};
 use crate::metrics::Metrics;
 use crate::outbox::EventTypeLabel;
 use oba_proto::event::v1::Envelope;
@@ -176,6 +177,42 @@ pub async fn run<P: Projection>(
     // after a restart), then stop.
     while let Ok(delivery) = deliveries.try_recv() {
         consume(&db, &projection, &m, delivery).await;
+    }
+}
+
+/// How often the consumer's lag is read from the bus.
+const LAG_EVERY: Duration = Duration::from_secs(1);
+
+/// Keeps the gauge `events_pending` (the consumer's lag: events stored for it and not yet
+/// acked) up to date until shutdown. On a clock of its own: a busy or stuck consumer is
+/// exactly when its lag must still be seen.
+pub async fn report_lag(
+    bus: Bus,
+    consumer: &'static str,
+    subjects: Vec<String>,
+    metrics: &Metrics,
+    shutdown: CancellationToken,
+) {
+    let lag = Gauge::<i64>::default();
+    metrics.register(
+        "events_pending",
+        "Events stored for this service's consumer and not yet applied (its lag)",
+        lag.clone(),
+    );
+    let mut ticks = tokio::time::interval(LAG_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match bus.pending(consumer, &subjects).await {
+            Ok(pending) => {
+                lag.set(i64::try_from(pending).unwrap_or(i64::MAX));
+            }
+            // The last known lag stays; the bus's own readiness says it is away.
+            Err(e) => tracing::debug!(consumer, error = %e, "consumer lag unknown"),
+        }
     }
 }
 

@@ -23,6 +23,13 @@ pub struct MethodLabel {
     pub method: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    /// The HTTP method (one of the standard ones, else `OTHER`) and the route's template,
+    /// e.g. `GET /api/articles/{slug}`: never the raw path, whose slugs and ids are unbounded.
+    pub route: String,
+}
+
 /// The label of calls to a method the service does not have.
 pub const OTHER_METHOD: &str = "other";
 
@@ -33,6 +40,9 @@ pub struct Metrics {
     grpc_requests: Family<MethodLabel, Counter>,
     grpc_errors: Family<MethodLabel, Counter>,
     grpc_durations: Family<MethodLabel, Histogram>,
+    http_requests: Family<RouteLabel, Counter>,
+    http_errors: Family<RouteLabel, Counter>,
+    http_durations: Family<RouteLabel, Histogram>,
 }
 
 /// Upper bounds of the latency buckets: 0.5 ms doubling to ~8 s.
@@ -65,11 +75,33 @@ impl Metrics {
             "Time to answer a gRPC call (to its response headers), by method",
             grpc_durations.clone(),
         );
+        let http_requests = Family::<RouteLabel, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests served by the service's routes (probes and operators' pages left out), by route",
+            http_requests.clone(),
+        );
+        let http_errors = Family::<RouteLabel, Counter>::default();
+        registry.register(
+            "http_errors",
+            "HTTP requests answered with a 5xx status, by route",
+            http_errors.clone(),
+        );
+        let http_durations =
+            Family::<RouteLabel, Histogram>::new_with_constructor(duration_buckets as fn() -> _);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request (to its response headers), by route",
+            http_durations.clone(),
+        );
         Self {
             registry: Arc::new(std::sync::Mutex::new(registry)),
             grpc_requests,
             grpc_errors,
             grpc_durations,
+            http_requests,
+            http_errors,
+            http_durations,
         }
     }
 
@@ -133,6 +165,48 @@ pub async fn count_grpc_requests(
     metrics.grpc_durations.get_or_create(&label).observe(took);
     if failed {
         metrics.grpc_errors.get_or_create(&label).inc();
+    }
+    response
+}
+
+/// Middleware on a service's own HTTP routes (after routing, so the route is known):
+/// counts requests, 5xx answers and their durations by route.
+pub async fn count_http_requests(
+    State(metrics): State<Metrics>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(route) = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+    else {
+        return next.run(request).await;
+    };
+    use axum::http::Method;
+    let method = match *request.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        // Callers choose the method's name: an unbounded label otherwise.
+        _ => "OTHER",
+    };
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let label = RouteLabel {
+        route: format!("{method} {route}"),
+    };
+    metrics.http_requests.get_or_create(&label).inc();
+    metrics
+        .http_durations
+        .get_or_create(&label)
+        .observe(started.elapsed().as_secs_f64());
+    if response.status().is_server_error() {
+        metrics.http_errors.get_or_create(&label).inc();
     }
     response
 }

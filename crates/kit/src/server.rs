@@ -31,7 +31,7 @@ use tower::Service;
 use oba_proto::common::v1::{self as common, introspection_server::IntrospectionServer};
 
 use crate::auth::{Caller, TokenError, TokenVerifier};
-use crate::metrics::{Metrics, count_grpc_requests};
+use crate::metrics::{Metrics, count_grpc_requests, count_http_requests};
 
 /// A readiness check: `Err` says which dependency is not ready.
 pub type ReadinessCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
@@ -43,6 +43,7 @@ pub struct ServiceApp {
     grpc: tonic::service::Routes,
     grpc_names: Vec<&'static str>,
     http: Router,
+    operations: Router,
     readiness: Vec<ReadinessCheck>,
     metrics: Metrics,
     background: Vec<BackgroundTask>,
@@ -88,6 +89,7 @@ impl ServiceApp {
             grpc: tonic::service::Routes::default(),
             grpc_names: Vec::new(),
             http: Router::new(),
+            operations: Router::new(),
             readiness: Vec::new(),
             metrics: Metrics::new(name),
             background: Vec::new(),
@@ -136,6 +138,14 @@ impl ServiceApp {
         self
     }
 
+    /// Adds HTTP routes for operators and their tools (the edge's status page): like the
+    /// probes, neither traced nor counted, so that watching the system does not show as its
+    /// load nor crowd users' requests out of the recent traces.
+    pub fn operations(mut self, router: Router) -> Self {
+        self.operations = self.operations.merge(router);
+        self
+    }
+
     /// Adds a check that must pass for `/readyz` to answer 200.
     pub fn readiness(mut self, check: ReadinessCheck) -> Self {
         self.readiness.push(check);
@@ -170,6 +180,10 @@ impl ServiceApp {
                 self.metrics.clone(),
                 count_grpc_requests,
             ));
+        let http = self.http.layer(axum::middleware::from_fn_with_state(
+            self.metrics.clone(),
+            count_http_requests,
+        ));
         let probes = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
@@ -179,10 +193,11 @@ impl ServiceApp {
                 metrics: self.metrics,
             });
         let router = grpc
-            .merge(self.http)
-            .merge(probes)
+            .merge(http)
             .fallback(not_found)
-            .layer(axum::middleware::from_fn(crate::trace::propagate));
+            .layer(axum::middleware::from_fn(crate::trace::propagate))
+            .merge(probes)
+            .merge(self.operations);
         (router, background)
     }
 }

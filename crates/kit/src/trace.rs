@@ -196,16 +196,12 @@ pub fn new_traceparent() -> String {
     format!("00-{}-{}-01", &hex[..32], &hex[32..])
 }
 
-/// Whether `path` is polled by operators and their tools (probes, metrics, the status page
-/// and what it asks the services): not traced, so that it cannot crowd the requests of
-/// users out of the recent traces.
+/// Whether `path` is a gRPC call of operators and their tools (health checks, and what the
+/// status page asks the services): not traced, so that it cannot crowd the requests of
+/// users out of the recent traces. (Probes and operators' HTTP routes are served outside
+/// this middleware: `ServiceApp::operations`.)
 fn is_operations(path: &str) -> bool {
-    matches!(
-        path,
-        "/healthz" | "/readyz" | "/metrics" | "/status" | "/status.json"
-    ) || path.starts_with("/status/")
-        || path.starts_with("/grpc.health.v1.Health/")
-        || path.starts_with("/oba.common.v1.Introspection/")
+    path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/oba.common.v1.Introspection/")
 }
 
 /// The `server` span of a request: named after its gRPC method or its HTTP route.
@@ -346,8 +342,11 @@ mod tests {
     }
 
     #[test]
-    fn probes_metrics_and_the_status_page_are_not_traced() {
-        for path in ["/readyz", "/status.json", "/grpc.health.v1.Health/Check"] {
+    fn health_checks_and_introspection_are_not_traced() {
+        for path in [
+            "/grpc.health.v1.Health/Check",
+            "/oba.common.v1.Introspection/GetMetrics",
+        ] {
             assert!(is_operations(path), "{path}");
         }
         for path in [

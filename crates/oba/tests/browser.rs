@@ -119,6 +119,32 @@ async fn the_status_page_shows_every_service_healthy_then_one_down() {
         .until("#map li.up", Some(7), Duration::from_secs(10))
         .await;
     assert_eq!(healthy, 7);
+    // The drawn map: seven healthy nodes, the edge's calls to six services, and the bus
+    // linked to the publishers and the consumers (in production mode, the lag from NATS).
+    assert_eq!(
+        browser
+            .until("#graph g.node.up", Some(7), Duration::from_secs(5))
+            .await,
+        7
+    );
+    assert_eq!(
+        browser
+            .until("#graph g.link.grpc", Some(6), Duration::from_secs(1))
+            .await,
+        6
+    );
+    assert!(
+        browser
+            .until("#graph g.link.publish", None, Duration::from_secs(1))
+            .await
+            >= 4
+    );
+    assert!(
+        browser
+            .until("#graph g.link.consume", None, Duration::from_secs(1))
+            .await
+            >= 2
+    );
     let title = browser.client.title().await.expect("title");
     assert_eq!(title, "oba status");
     browser.screenshot("status-all-healthy").await;
@@ -167,6 +193,16 @@ async fn the_status_page_shows_every_service_healthy_then_one_down() {
             .until("#map li.up", Some(6), Duration::from_secs(1))
             .await,
         6
+    );
+    assert_eq!(
+        browser
+            .until(
+                "#graph g.node.down[data-node='like-service']",
+                Some(1),
+                Duration::from_secs(1)
+            )
+            .await,
+        1
     );
     let shot = browser.screenshot("status-like-service-down").await;
     eprintln!("screenshot: {}", shot.display());

@@ -1,7 +1,7 @@
 //! Events with N replicas, on the real NATS JetStream and PostgreSQL of this machine: two
 //! relays sharing one outbox publish each row once, a publish repeated after a crash is
-//! dropped by event id, and a consumer receives only its own subjects, whatever the server
-//! version (NATS 2.9 ignores `filter_subjects`).
+//! dropped by event id, a consumer receives only its own subjects, whatever the server
+//! version (NATS 2.9 ignores `filter_subjects`), and its lag counts what it has not acked.
 
 #![cfg_attr(not(oba_test_postgres), allow(dead_code, unused_imports))]
 
@@ -196,5 +196,52 @@ async fn a_consumer_receives_only_its_subjects() {
         delivery.ack().await.expect("ack");
     }
     assert_eq!(received, wanted.into_iter().collect::<BTreeSet<_>>());
+    delete_stream(&namespace).await;
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(oba_test_postgres),
+    ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
+)]
+async fn a_consumers_lag_is_what_it_has_not_acked() {
+    let namespace = unique("lag");
+    let bus = bus(&namespace).await;
+    let wanted = vec![
+        format!("{namespace}.post.liked"),
+        format!("{namespace}.user.followed"),
+    ];
+    let mut deliveries = bus.subscribe("rank", wanted.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for event in ["post.liked", "post.viewed", "user.followed", "post.liked"] {
+        bus.publish(
+            &format!("{namespace}.{event}"),
+            &uuid::Uuid::now_v7().to_string(),
+            Bytes::from_static(b"x"),
+        )
+        .await
+        .expect("publish");
+    }
+    let lag_becomes = |expected: u64| {
+        let (bus, wanted) = (bus.clone(), wanted.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let lag = bus.pending("rank", &wanted).await.expect("lag");
+                if lag == expected || Instant::now() > deadline {
+                    return lag;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    // Three events are the consumer's (not post.viewed), delivered or not, none acked.
+    assert_eq!(lag_becomes(3).await, 3);
+    let first = tokio::time::timeout(Duration::from_secs(3), deliveries.recv())
+        .await
+        .expect("a delivery in time")
+        .expect("a delivery");
+    first.ack().await.expect("ack");
+    assert_eq!(lag_becomes(2).await, 2);
     delete_stream(&namespace).await;
 }

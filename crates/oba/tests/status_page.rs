@@ -91,7 +91,8 @@ async fn every_service_reports_health_version_and_the_calls_it_served() {
     );
     assert!(create["p50_ms"].as_f64().expect("p50") > 0.0, "{create}");
     assert!(posts["outbox"]["backlog"].is_number(), "{posts}");
-    // The rank-service applied the posts' events.
+    // The rank-service applied the posts' events, and reports its lag; post-service
+    // consumes nothing.
     let rank = service(&second, "rank-service");
     assert!(
         rank["consumed_per_second"]["post.created"]
@@ -99,6 +100,27 @@ async fn every_service_reports_health_version_and_the_calls_it_served() {
             .unwrap_or(0.0)
             > 0.0,
         "{rank}"
+    );
+    assert!(rank["events_pending"].as_f64().is_some(), "{rank}");
+    assert!(posts["events_pending"].is_null(), "{posts}");
+    // The edge is measured by the routes it served; the status page's own polling is not
+    // among them.
+    let edge = service(&second, "blog-aggregator");
+    let methods = edge["methods"].as_array().expect("the edge's routes");
+    let graphql = methods
+        .iter()
+        .find(|m| m["method"] == "POST /graphql")
+        .unwrap_or_else(|| panic!("POST /graphql in {edge}"));
+    assert!(
+        graphql["requests_per_second"].as_f64().expect("rate") > 0.0,
+        "{graphql}"
+    );
+    assert!(graphql["p99_ms"].as_f64().is_some(), "{graphql}");
+    assert!(
+        methods
+            .iter()
+            .all(|m| !m["method"].as_str().unwrap_or_default().contains("/status")),
+        "{edge}"
     );
 }
 

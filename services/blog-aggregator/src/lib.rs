@@ -216,12 +216,16 @@ pub async fn app(config: &Config, bus: Option<Bus>) -> Result<ServiceApp, Config
     let status = status::router(status::StatusState {
         peers: reporting.clone(),
         board: Default::default(),
+        metrics: app.metrics().clone(),
     });
-    let http = graphql.merge(rest).layer(cors).merge(status);
+    let http = graphql.merge(rest).layer(cors);
     let interval = config.view_report_interval;
-    let app = app.http(http).background(move |shutdown| {
-        Box::pin(compose::views::report_every(reporting, interval, shutdown))
-    });
+    let app = app
+        .http(http)
+        .operations(status)
+        .background(move |shutdown| {
+            Box::pin(compose::views::report_every(reporting, interval, shutdown))
+        });
     Ok(match bus {
         Some(_) if config.read_model.max_age.is_zero() => {
             tracing::info!(

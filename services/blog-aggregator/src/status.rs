@@ -43,6 +43,8 @@ const LOOK_EVERY: Duration = Duration::from_secs(1);
 pub struct StatusState {
     pub peers: PeerChannels,
     pub board: Arc<StatusBoard>,
+    /// The edge's own metrics: its card's figures.
+    pub metrics: oba_kit::metrics::Metrics,
 }
 
 /// The routes of the status page.
@@ -90,7 +92,7 @@ async fn style() -> Response {
 }
 
 async fn figures(State(state): State<StatusState>) -> Response {
-    let report = state.board.report(&state.peers).await;
+    let report = state.board.report(&state.peers, &state.metrics).await;
     ([(header::CACHE_CONTROL, "no-store")], axum::Json(report)).into_response()
 }
 
@@ -188,17 +190,22 @@ pub struct ServiceFigures {
     pub breaker_open: bool,
     /// Seconds the figures below cover; None on the first look (no window yet).
     pub window_seconds: Option<f64>,
-    /// All its gRPC methods together, then each.
+    /// All it answered (gRPC methods, HTTP routes) together, then each.
     pub total: Option<RpcFigures>,
     pub methods: Vec<RpcFigures>,
     /// Events its outbox has not yet published, and the age of the oldest.
     pub outbox: Option<OutboxFigures>,
     /// Events its projections applied per second, by type.
     pub consumed_per_second: HashMap<String, f64>,
+    /// Its consumer's lag: events stored for it on the bus and not yet applied; None when
+    /// it consumes none.
+    pub events_pending: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RpcFigures {
+    /// A gRPC method (`/oba.post.v1.PostService/ListPosts`), an HTTP route
+    /// (`GET /api/articles/{slug}`), or `all`.
     pub method: String,
     pub requests_per_second: f64,
     pub errors_per_second: f64,
@@ -234,7 +241,11 @@ impl StatusBoard {
     /// Every service's health and figures, asked concurrently, each within two seconds; at
     /// most once per [`LOOK_EVERY`], whoever polls and however often: pollers in between,
     /// and those waiting while a look is made, share its report.
-    pub async fn report(&self, peers: &PeerChannels) -> Arc<StatusReport> {
+    pub async fn report(
+        &self,
+        peers: &PeerChannels,
+        edge_metrics: &oba_kit::metrics::Metrics,
+    ) -> Arc<StatusReport> {
         let mut board = self.board.lock().await;
         if let Some((at, report)) = &board.latest
             && at.elapsed() < LOOK_EVERY
@@ -255,7 +266,8 @@ impl StatusBoard {
         }))
         .await;
         let now = Instant::now();
-        let services = std::iter::once((edge, None))
+        let own = Exposition::parse(&edge_metrics.encode());
+        let services = std::iter::once((edge, Some(own)))
             .chain(looks)
             .map(|(status, metrics)| board.figures(status, metrics, now))
             .collect();
@@ -284,6 +296,7 @@ impl Board {
             methods: Vec::new(),
             outbox: None,
             consumed_per_second: HashMap::new(),
+            events_pending: None,
         };
         let Some(metrics) = metrics else {
             return figures;
@@ -296,6 +309,7 @@ impl Board {
                     .value("oba_outbox_oldest_pending_seconds", &[])
                     .unwrap_or(0.0),
             });
+        figures.events_pending = metrics.value("oba_events_pending", &[]);
         let sample = Sample {
             at: now,
             metrics: metrics.clone(),
@@ -306,11 +320,11 @@ impl Board {
         let window = now.duration_since(previous.at).as_secs_f64();
         figures.window_seconds = Some(window);
         let change = metrics.minus(&previous.metrics);
-        figures.methods = change
-            .label_values("oba_grpc_requests_total", "method")
+        figures.methods = CALLS
             .iter()
+            .flat_map(|calls| change.label_values(calls.requests, calls.label))
             .filter(|method| !is_operations_method(method))
-            .map(|method| rpc_figures(&change, Some(method), window))
+            .map(|method| rpc_figures(&change, Some(&method), window))
             .collect();
         figures.total = Some(rpc_figures(&change, None, window));
         for event_type in change.label_values("oba_events_consumed_total", "event_type") {
@@ -331,13 +345,39 @@ fn is_operations_method(method: &str) -> bool {
     method.starts_with("/grpc.health") || method.contains("Introspection")
 }
 
-/// Rate, errors and latency of one method (or of all but health checks and introspection,
-/// which the status page itself causes) over a window of `seconds`.
+/// The metric names of one kind of call a process answers.
+struct Calls {
+    requests: &'static str,
+    errors: &'static str,
+    buckets: &'static str,
+    /// The label naming the method or route.
+    label: &'static str,
+}
+
+/// What the services answer over gRPC, and what the edge answers over HTTP (kit counts
+/// both, with the same latency buckets).
+const CALLS: [Calls; 2] = [
+    Calls {
+        requests: "oba_grpc_requests_total",
+        errors: "oba_grpc_errors_total",
+        buckets: "oba_grpc_request_duration_seconds_bucket",
+        label: "method",
+    },
+    Calls {
+        requests: "oba_http_requests_total",
+        errors: "oba_http_errors_total",
+        buckets: "oba_http_request_duration_seconds_bucket",
+        label: "route",
+    },
+];
+
+/// Rate, errors and latency of one method or route (or of all but health checks and
+/// introspection, which the status page itself causes) over a window of `seconds`.
 fn rpc_figures(change: &Exposition, method: Option<&str>, seconds: f64) -> RpcFigures {
-    let selected = |labels: &[(String, String)]| {
+    let selected = |calls: &Calls, labels: &[(String, String)]| {
         let of = labels
             .iter()
-            .find(|(k, _)| k == "method")
+            .find(|(k, _)| k == calls.label)
             .map(|(_, v)| v.as_str())
             .unwrap_or_default();
         match method {
@@ -345,22 +385,28 @@ fn rpc_figures(change: &Exposition, method: Option<&str>, seconds: f64) -> RpcFi
             None => !is_operations_method(of),
         }
     };
-    let sum = |name: &str| -> f64 {
-        change
-            .samples
+    let sum = |name: fn(&Calls) -> &'static str| -> f64 {
+        CALLS
             .iter()
-            .filter(|s| s.name == name && selected(&s.labels))
+            .flat_map(|calls| {
+                change
+                    .samples
+                    .iter()
+                    .filter(move |s| s.name == name(calls) && selected(calls, &s.labels))
+            })
             .map(|s| s.value)
             .sum()
     };
     let mut buckets: HashMap<String, f64> = HashMap::new();
-    for s in change
-        .samples
-        .iter()
-        .filter(|s| s.name == "oba_grpc_request_duration_seconds_bucket" && selected(&s.labels))
-    {
-        if let Some((_, le)) = s.labels.iter().find(|(k, _)| k == "le") {
-            *buckets.entry(le.clone()).or_default() += s.value;
+    for calls in &CALLS {
+        for s in change
+            .samples
+            .iter()
+            .filter(|s| s.name == calls.buckets && selected(calls, &s.labels))
+        {
+            if let Some((_, le)) = s.labels.iter().find(|(k, _)| k == "le") {
+                *buckets.entry(le.clone()).or_default() += s.value;
+            }
         }
     }
     let mut buckets: Vec<(f64, f64)> = buckets
@@ -370,8 +416,8 @@ fn rpc_figures(change: &Exposition, method: Option<&str>, seconds: f64) -> RpcFi
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     RpcFigures {
         method: method.unwrap_or("all").to_owned(),
-        requests_per_second: sum("oba_grpc_requests_total") / seconds,
-        errors_per_second: sum("oba_grpc_errors_total") / seconds,
+        requests_per_second: sum(|calls| calls.requests) / seconds,
+        errors_per_second: sum(|calls| calls.errors) / seconds,
         p50_ms: quantile(&buckets, 0.5).map(|s| s * 1000.0),
         p99_ms: quantile(&buckets, 0.99).map(|s| s * 1000.0),
     }
@@ -576,6 +622,28 @@ oba_outbox_backlog{service="post-service"} 0
         // lies in the open bucket, reported as its lower bound.
         assert_eq!(figures.p50_ms, Some(2.0));
         assert_eq!(figures.p99_ms, Some(2.0));
+    }
+
+    #[test]
+    fn http_routes_count_beside_grpc_methods_and_health_checks_do_not() {
+        let after = r#"oba_http_requests_total{service="e",route="GET /api/articles"} 30
+oba_http_errors_total{service="e",route="GET /api/articles"} 3
+oba_http_request_duration_seconds_bucket{service="e",route="GET /api/articles",le="0.001"} 30
+oba_http_request_duration_seconds_bucket{service="e",route="GET /api/articles",le="+Inf"} 30
+oba_grpc_requests_total{service="e",method="/grpc.health.v1.Health/Check"} 1000
+oba_grpc_requests_total{service="e",method="/oba.post.v1.PostService/ListPosts"} 10
+"#;
+        let change = Exposition::parse(after).minus(&Exposition::default());
+        let route = rpc_figures(&change, Some("GET /api/articles"), 10.0);
+        assert_eq!(route.requests_per_second, 3.0);
+        assert_eq!(route.errors_per_second, 0.3);
+        assert!(
+            route.p99_ms.is_some_and(|p99| p99 <= 1.0),
+            "{:?}",
+            route.p99_ms
+        );
+        let all = rpc_figures(&change, None, 10.0);
+        assert_eq!(all.requests_per_second, 4.0);
     }
 
     #[test]

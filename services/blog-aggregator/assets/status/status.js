@@ -29,6 +29,9 @@ function card(service) {
   if (service.outbox) {
     fact("outbox", `${service.outbox.backlog} pending, oldest ${num(service.outbox.oldest_pending_seconds, 1)} s`);
   }
+  if (service.events_pending !== null && service.events_pending !== undefined) {
+    fact("lag", `${service.events_pending} events not yet applied`);
+  }
   const consumed = Object.entries(service.consumed_per_second || {});
   if (consumed.length) {
     fact("consumes", consumed.map(([type, rate]) => `${type} ${num(rate, 1)}/s`).join(", "));
@@ -40,7 +43,68 @@ function card(service) {
     facts);
 }
 
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+// The map, drawn: the edge calls every service over gRPC; services with an outbox publish
+// to the bus; services with a consumer apply what the bus delivers. Drawn from the report,
+// so a service that gains an outbox or a consumer shows it without a change here.
+function drawGraph(services) {
+  const edge = services[0];
+  const rest = services.slice(1);
+  const W = 144, H = 44, GAP = 12, TOP = 8, ROW = 96, BUS_Y = 212;
+  const width = Math.max(rest.length * (W + GAP) - GAP, W) + 2 * GAP;
+  const graph = svg("svg", { viewBox: `0 0 ${width} ${BUS_Y + 40}`, role: "img",
+    "aria-label": "edge, services and event bus, coloured by health" });
+  graph.append(svg("defs", {}), svg("title", {}, "Service map"));
+  const marker = svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "10", refY: "5",
+    markerWidth: "6", markerHeight: "6", orient: "auto-start-reverse" });
+  marker.append(svg("path", { d: "M 0 0 L 10 5 L 0 10 z", class: "tip" }));
+  graph.firstChild.append(marker);
+  const node = (service, x, y) => {
+    const up = service.status === "SERVING";
+    const g = svg("g", { class: `node ${up ? "up" : "down"}`, "data-node": service.name });
+    g.append(svg("rect", { x, y, width: W, height: H, rx: 6 }),
+      svg("text", { x: x + W / 2, y: y + 18, "text-anchor": "middle", class: "name" }, service.name),
+      svg("text", { x: x + W / 2, y: y + 34, "text-anchor": "middle", class: "rate" },
+        up ? `${num(service.total ? service.total.requests_per_second : null, 0)} req/s` : service.status));
+    return g;
+  };
+  const line = (x1, y1, x2, y2, kind, label) => {
+    const g = svg("g", { class: `link ${kind}` });
+    g.append(svg("line", { x1, y1, x2, y2, "marker-end": "url(#arrow)" }));
+    if (label) g.append(svg("text", { x: (x1 + x2) / 2 + 3, y: (y1 + y2) / 2, class: "label" }, label));
+    return g;
+  };
+  const edgeX = (width - W) / 2;
+  rest.forEach((service, i) => {
+    const x = GAP + i * (W + GAP);
+    graph.append(line(edgeX + W / 2, TOP + H, x + W / 2, TOP + ROW, "grpc"));
+    if (service.outbox) {
+      graph.append(line(x + W / 3, TOP + ROW + H, x + W / 3, BUS_Y, "publish",
+        `${service.outbox.backlog}`));
+    }
+    if (service.events_pending !== null && service.events_pending !== undefined) {
+      graph.append(line(x + (2 * W) / 3, BUS_Y, x + (2 * W) / 3, TOP + ROW + H, "consume",
+        `${service.events_pending}`));
+    }
+    graph.append(node(service, x, TOP + ROW));
+  });
+  graph.append(node(edge, edgeX, TOP));
+  graph.append(svg("rect", { x: GAP, y: BUS_Y, width: width - 2 * GAP, height: 28, rx: 6, class: "bus" }),
+    svg("text", { x: width / 2, y: BUS_Y + 19, "text-anchor": "middle", class: "name" },
+      "event bus (outbox → bus: events waiting to be published; bus → service: its lag)"));
+  document.getElementById("graph").replaceChildren(graph);
+}
+
 function draw(report) {
+  drawGraph(report.services);
   document.getElementById("map").replaceChildren(...report.services.map(card));
   const rows = [];
   for (const service of report.services) {
