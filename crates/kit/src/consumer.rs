@@ -3,6 +3,10 @@
 //! redelivered event finds its id there and changes nothing; an event whose transaction
 //! failed was not recorded, is nacked, and comes again. So projections count every event
 //! exactly once, whatever the bus does.
+//!
+//! Under load, deliveries already waiting are applied together, up to [`BATCH_MAX`] in one
+//! transaction (a commit per event was most of a projection's cost); a batch that fails is
+//! applied again one event at a time, so one event that cannot be applied holds up no other.
 
 use std::time::Duration;
 
@@ -112,6 +116,9 @@ pub enum Handled {
     Duplicate,
 }
 
+/// The most deliveries applied in one transaction.
+pub const BATCH_MAX: usize = 64;
+
 /// Applies one encoded envelope exactly once (the heart of the consumer, callable directly
 /// in tests to deliver the same event twice).
 pub async fn handle<P: Projection>(
@@ -119,7 +126,36 @@ pub async fn handle<P: Projection>(
     projection: &P,
     envelope: &Envelope,
 ) -> Result<Handled, ServiceError> {
+    let mut handled = handle_together(db, projection, std::slice::from_ref(envelope)).await?;
+    Ok(handled.pop().unwrap_or(Handled::Duplicate))
+}
+
+/// Applies `envelopes` in order, each exactly once, in ONE transaction: all or none.
+pub async fn handle_together<P: Projection>(
+    db: &DatabaseConnection,
+    projection: &P,
+    envelopes: &[Envelope],
+) -> Result<Vec<Handled>, ServiceError> {
     let txn = db.begin().await?;
+    let mut handled = Vec::with_capacity(envelopes.len());
+    let mut applied = Vec::new();
+    for envelope in envelopes {
+        if record(&txn, envelope).await? {
+            applied.push(apply_traced(projection, envelope, &txn).await?);
+            handled.push(Handled::Applied);
+        } else {
+            handled.push(Handled::Duplicate);
+        }
+    }
+    txn.commit().await?;
+    for applied in applied {
+        projection.committed(applied);
+    }
+    Ok(handled)
+}
+
+/// Records `envelope` as processed; false when it already was (a redelivery).
+async fn record(txn: &DatabaseTransaction, envelope: &Envelope) -> Result<bool, ServiceError> {
     let recorded = entity::Entity::insert(entity::ActiveModel {
         event_id: Set(envelope.id.clone()),
         processed_at: Set(chrono::Utc::now()),
@@ -129,16 +165,29 @@ pub async fn handle<P: Projection>(
             .do_nothing()
             .to_owned(),
     )
-    .exec_without_returning(&txn)
+    .exec_without_returning(txn)
     .await?;
-    if recorded == 0 {
-        txn.rollback().await?;
-        return Ok(Handled::Duplicate);
-    }
-    let applied = projection.apply(envelope, &txn).await?;
-    txn.commit().await?;
-    projection.committed(applied);
-    Ok(Handled::Applied)
+    Ok(recorded > 0)
+}
+
+/// `projection.apply` in a consumer span that carries on the trace of the request that
+/// caused the event.
+async fn apply_traced<P: Projection>(
+    projection: &P,
+    envelope: &Envelope,
+    txn: &DatabaseTransaction,
+) -> Result<P::Applied, ServiceError> {
+    let cause = envelope.trace_context.get(crate::trace::HEADER).cloned();
+    let span = || {
+        tracing::info_span!(
+            "consume",
+            otel.name = %format_args!("consume {}", envelope.r#type),
+            otel.kind = "consumer",
+            messaging.system = "nats",
+            messaging.message.id = %envelope.id,
+        )
+    };
+    crate::trace::follow_on(cause, span, projection.apply(envelope, txn)).await
 }
 
 /// Applies deliveries until shutdown. Subscribe (`Bus::subscribe`) when the service is
@@ -167,17 +216,36 @@ pub async fn run<P: Projection>(
         m.duplicates.clone(),
     );
     loop {
-        let delivery = tokio::select! {
+        let first = tokio::select! {
             () = shutdown.cancelled() => break,
             next = deliveries.recv() => match next { Some(d) => d, None => return },
         };
-        consume(&db, &projection, &m, delivery).await;
+        let batch = waiting(&mut deliveries, vec![first]);
+        consume(&db, &projection, &m, batch).await;
     }
     // Shutting down: apply what was already delivered (an in-process bus has no redelivery
     // after a restart), then stop.
-    while let Ok(delivery) = deliveries.try_recv() {
-        consume(&db, &projection, &m, delivery).await;
+    loop {
+        let batch = waiting(&mut deliveries, Vec::new());
+        if batch.is_empty() {
+            return;
+        }
+        consume(&db, &projection, &m, batch).await;
     }
+}
+
+/// `batch` and the deliveries already waiting behind it, up to [`BATCH_MAX`]: never waits.
+fn waiting(
+    deliveries: &mut mpsc::UnboundedReceiver<Delivery>,
+    mut batch: Vec<Delivery>,
+) -> Vec<Delivery> {
+    while batch.len() < BATCH_MAX {
+        match deliveries.try_recv() {
+            Ok(delivery) => batch.push(delivery),
+            Err(_) => break,
+        }
+    }
+    batch
 }
 
 /// How often the consumer's lag is read from the bus.
@@ -220,51 +288,205 @@ async fn consume<P: Projection>(
     db: &DatabaseConnection,
     projection: &P,
     m: &ConsumerMetrics,
-    delivery: Delivery,
+    batch: Vec<Delivery>,
 ) {
-    let envelope = match Envelope::decode(delivery.payload.clone()) {
-        Ok(envelope) => envelope,
-        Err(e) => {
-            // Retrying cannot fix a message that does not decode: log it and move on.
-            tracing::error!(subject = %delivery.subject, error = %e, "undecodable event dropped");
-            let _ = delivery.ack().await;
-            return;
-        }
-    };
-    let label = EventTypeLabel {
-        event_type: envelope.r#type.clone(),
-    };
-    if delivery.redelivered {
-        m.redelivered.get_or_create(&label).inc();
-    }
-    let cause = envelope.trace_context.get(crate::trace::HEADER).cloned();
-    let span = || {
-        tracing::info_span!(
-            "consume",
-            otel.name = %format_args!("consume {}", envelope.r#type),
-            otel.kind = "consumer",
-            messaging.system = "nats",
-            messaging.destination.name = %delivery.subject,
-            messaging.message.id = %envelope.id,
-        )
-    };
-    let applied = crate::trace::follow_on(cause, span, handle(db, projection, &envelope)).await;
-    match applied {
-        Ok(outcome) => {
-            let counter = if outcome == Handled::Applied {
-                &m.consumed
-            } else {
-                &m.duplicates
-            };
-            counter.get_or_create(&label).inc();
-            if let Err(e) = delivery.ack().await {
-                // Unacked, it comes again, and is then a duplicate: nothing is lost or doubled.
-                tracing::warn!(error = %e, "ack failed");
+    let mut decoded = Vec::with_capacity(batch.len());
+    for delivery in batch {
+        match Envelope::decode(delivery.payload.clone()) {
+            Ok(envelope) => decoded.push((delivery, envelope)),
+            Err(e) => {
+                // Retrying cannot fix a message that does not decode: log it and move on.
+                tracing::error!(subject = %delivery.subject, error = %e, "undecodable event dropped");
+                let _ = delivery.ack().await;
             }
         }
-        Err(e) => {
-            tracing::warn!(event = %envelope.id, error = %e, "event not applied; will be redelivered");
-            let _ = delivery.nak(Duration::from_secs(1)).await;
+    }
+    let label = |envelope: &Envelope| EventTypeLabel {
+        event_type: envelope.r#type.clone(),
+    };
+    for (delivery, envelope) in &decoded {
+        if delivery.redelivered {
+            m.redelivered.get_or_create(&label(envelope)).inc();
         }
+    }
+    let envelopes: Vec<Envelope> = decoded.iter().map(|(_, e)| e.clone()).collect();
+    let together = match envelopes.len() {
+        0 | 1 => None,
+        n => handle_together(db, projection, &envelopes)
+            .await
+            .inspect_err(|e| tracing::debug!(error = %e, events = n, "batch not applied"))
+            .ok(),
+    };
+    let outcomes = match together {
+        Some(handled) => handled.into_iter().map(Ok).collect(),
+        // One at a time, so that an event that cannot be applied holds up no other.
+        None => {
+            let mut outcomes = Vec::with_capacity(envelopes.len());
+            for envelope in &envelopes {
+                outcomes.push(handle(db, projection, envelope).await);
+            }
+            outcomes
+        }
+    };
+    for ((delivery, envelope), outcome) in decoded.into_iter().zip(outcomes) {
+        match outcome {
+            Ok(outcome) => {
+                let counter = if outcome == Handled::Applied {
+                    &m.consumed
+                } else {
+                    &m.duplicates
+                };
+                counter.get_or_create(&label(&envelope)).inc();
+                if let Err(e) = delivery.ack().await {
+                    // Unacked, it comes again, and is then a duplicate: nothing is lost or doubled.
+                    tracing::warn!(error = %e, "ack failed");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(event = %envelope.id, error = %e, "event not applied; will be redelivered");
+                let _ = delivery.nak(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use bytes::Bytes;
+    use sea_orm_migration::{MigrationTrait, MigratorTrait};
+
+    use super::*;
+    use crate::bus::{EventBus, InProcessBus};
+    use crate::db::{DbConfig, connect_and_migrate};
+
+    struct ProcessedOnly;
+
+    impl MigratorTrait for ProcessedOnly {
+        fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+            vec![Box::new(CreateProcessedEvents)]
+        }
+    }
+
+    /// Applies every event but `post.poisoned`, and remembers what it applied.
+    #[derive(Clone, Default)]
+    struct Recording {
+        applied: Arc<Mutex<Vec<String>>>,
+    }
+
+    #[tonic::async_trait]
+    impl Projection for Recording {
+        type Applied = String;
+
+        async fn apply(
+            &self,
+            event: &Envelope,
+            _txn: &DatabaseTransaction,
+        ) -> Result<String, ServiceError> {
+            if event.r#type == "post.poisoned" {
+                return Err(ServiceError::Internal("cannot apply".into()));
+            }
+            Ok(event.id.clone())
+        }
+
+        fn committed(&self, applied: String) {
+            if let Ok(mut all) = self.applied.lock() {
+                all.push(applied);
+            }
+        }
+    }
+
+    fn envelope(id: &str, event_type: &str) -> Bytes {
+        Envelope {
+            id: id.to_owned(),
+            r#type: event_type.to_owned(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+        .into()
+    }
+
+    fn decoded(id: &str, event_type: &str) -> Envelope {
+        Envelope::decode(envelope(id, event_type)).expect("decodes")
+    }
+
+    #[tokio::test]
+    async fn events_applied_together_are_applied_all_or_none() {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = DbConfig::sqlite_file("OBA_DATABASE_URL", &dir.path().join("c.db"));
+        let db = connect_and_migrate::<ProcessedOnly>(&config)
+            .await
+            .expect("db");
+        let projection = Recording::default();
+        let good = decoded("4", "post.liked");
+        let refused = handle_together(
+            &db,
+            &projection,
+            &[good.clone(), decoded("5", "post.poisoned")],
+        )
+        .await;
+        assert!(refused.is_err());
+        // The good event was not recorded as processed by the failed batch: it applies now.
+        assert!(projection.applied.lock().expect("lock").is_empty());
+        assert_eq!(
+            handle(&db, &projection, &good).await.expect("applied"),
+            Handled::Applied
+        );
+        let again = handle_together(&db, &projection, &[good, decoded("6", "post.liked")])
+            .await
+            .expect("applied");
+        assert_eq!(again, [Handled::Duplicate, Handled::Applied]);
+        assert_eq!(*projection.applied.lock().expect("lock"), ["4", "6"]);
+    }
+
+    #[tokio::test]
+    async fn waiting_events_are_applied_together_and_one_bad_event_holds_up_no_other() {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = DbConfig::sqlite_file("OBA_DATABASE_URL", &dir.path().join("c.db"));
+        let db = connect_and_migrate::<ProcessedOnly>(&config)
+            .await
+            .expect("db");
+        let bus = InProcessBus::default();
+        let subjects = vec!["t.>".to_owned()];
+        let deliveries = bus.subscribe("c", subjects.clone());
+        // All waiting before the consumer starts: one batch, with a poisoned event and a
+        // redelivery of an event already in it.
+        for (id, event_type) in [
+            ("1", "post.liked"),
+            ("2", "post.poisoned"),
+            ("3", "post.liked"),
+            ("1", "post.liked"),
+        ] {
+            bus.publish(&format!("t.{event_type}"), id, envelope(id, event_type))
+                .await
+                .expect("publish");
+        }
+        let projection = Recording::default();
+        let shutdown = CancellationToken::new();
+        let metrics = Metrics::new("test");
+        let consumer = run(
+            deliveries,
+            db.clone(),
+            projection.clone(),
+            &metrics,
+            shutdown.clone(),
+        );
+        let check = async {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while projection.applied.lock().expect("lock").len() < 2
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // Only the poisoned event is still pending (it is retried, and never applied).
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let pending = bus.pending("c", &subjects).await.expect("lag");
+            shutdown.cancel();
+            pending
+        };
+        let ((), pending) = tokio::join!(consumer, check);
+        assert_eq!(*projection.applied.lock().expect("lock"), ["1", "3"]);
+        assert_eq!(pending, 1);
     }
 }
