@@ -284,7 +284,7 @@ async fn up(
     let system = System::up(config, shutdown.clone()).await?;
     let url = system.edge_url();
     println!(
-        "oba is up in {} ms\n  GraphQL:  {url}/graphql\n  GraphiQL: {url}/graphiql\n  Status:   {url}/status\nPress Ctrl-C to stop.",
+        "oba is up in {} ms\n  Web:      {url}/\n  GraphQL:  {url}/graphql\n  GraphiQL: {url}/graphiql\n  Status:   {url}/status\nPress Ctrl-C to stop.",
         started.elapsed().as_millis()
     );
     let drain = async {

@@ -291,7 +291,9 @@ pub async fn run(
             println!("  {label:<24} http://{addr}{pid}");
         }
         for (_, _, addr, _) in table.iter().filter(|r| r.0 == Service::BlogAggregator) {
-            println!("  GraphQL: http://{addr}/graphql  GraphiQL: http://{addr}/graphiql");
+            println!(
+                "  Web: http://{addr}/  GraphQL: http://{addr}/graphql  GraphiQL: http://{addr}/graphiql"
+            );
         }
         println!("Press Ctrl-C to stop.");
         shutdown.cancelled().await;

@@ -1,5 +1,5 @@
-//! The status page in a real browser: headless Chromium driven over WebDriver
-//! (`OBA_TEST_CHROMEDRIVER`, Debian's `chromium-driver`). Screenshots are kept under
+//! The status page and the web pages in a real browser: headless Chromium driven over
+//! WebDriver (`OBA_TEST_CHROMEDRIVER`, Debian's `chromium-driver`). Screenshots are kept under
 //! `target/tmp/screenshots/` (CI keeps them as artifacts).
 
 mod support;
@@ -206,5 +206,122 @@ async fn the_status_page_shows_every_service_healthy_then_one_down() {
     );
     let shot = browser.screenshot("status-like-service-down").await;
     eprintln!("screenshot: {}", shot.display());
+    browser.client.close().await.expect("session closed");
+}
+
+/// Whether a script planted by an author ever ran in the page shown.
+async fn payload_ran(browser: &Browser) -> bool {
+    browser
+        .client
+        .execute("return window.__xss !== undefined;", Vec::new())
+        .await
+        .expect("script runs")
+        .as_bool()
+        .expect("a boolean")
+}
+
+#[tokio::test]
+#[cfg_attr(not(oba_test_browser), ignore = "needs OBA_TEST_CHROMEDRIVER")]
+async fn the_web_pages_show_posts_and_no_planted_script_runs() {
+    let app = TestSystem::start().await;
+    let (alice, _) = app.register("alice").await;
+    let (bob, _) = app.register("bob").await;
+    let created = app
+        .ok(
+            Some(&alice),
+            "mutation($i: CreatePostInput!) { createPost(input: $i) { slug } }",
+            json!({ "i": {
+                "title": "<script>window.__xss = 'title'</script>Markdown works",
+                "description": "<img src=x onerror=\"window.__xss = 'description'\">",
+                "body": "## Hello\n\nSome **bold** words and a [link](https://example.com).\n\n<script>window.__xss = 'body'</script>\n\n<img src=x onerror=\"window.__xss = 'img'\">\n\n[click me](javascript:window.__xss='link')",
+                "tags": ["web"],
+            } }),
+        )
+        .await;
+    let slug = created["createPost"]["slug"]
+        .as_str()
+        .expect("slug")
+        .to_owned();
+    app.ok(
+        Some(&bob),
+        "mutation($s: String!, $b: String!) { addComment(slug: $s, body: $b) { id } }",
+        json!({ "s": slug, "b": "<script>window.__xss = 'comment'</script>Nice!" }),
+    )
+    .await;
+    let browser = Browser::start().await;
+    browser.client.goto(&app.url).await.expect("home opens");
+    let cards = browser
+        .until("article.card", Some(1), Duration::from_secs(5))
+        .await;
+    assert_eq!(cards, 1);
+    assert!(
+        !payload_ran(&browser).await,
+        "a script ran on the home page"
+    );
+    browser.screenshot("web-home").await;
+
+    // To the article the way a reader goes: its link on the home page.
+    browser
+        .client
+        .find(Locator::Css("article.card h2 a"))
+        .await
+        .expect("the article's link")
+        .click()
+        .await
+        .expect("followed");
+    browser
+        .until("article.post .body h2", Some(1), Duration::from_secs(5))
+        .await;
+    let heading = browser
+        .client
+        .find(Locator::Css("article.post h1"))
+        .await
+        .expect("the title")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(
+        heading,
+        "<script>window.__xss = 'title'</script>Markdown works"
+    );
+    assert_eq!(
+        browser
+            .until(".comment", Some(1), Duration::from_secs(1))
+            .await,
+        1
+    );
+    // The javascript: link keeps its text and loses its address; following it does nothing.
+    let planted = browser
+        .client
+        .find(Locator::LinkText("click me"))
+        .await
+        .expect("the planted link's text");
+    assert_eq!(planted.attr("href").await.expect("attribute"), None);
+    planted.click().await.expect("clicked");
+    assert!(
+        !payload_ran(&browser).await,
+        "a script ran on the article page"
+    );
+    browser.screenshot("web-article").await;
+
+    browser
+        .client
+        .goto(&format!("{}/profile/alice", app.url))
+        .await
+        .expect("profile opens");
+    browser
+        .until("article.card", Some(1), Duration::from_secs(5))
+        .await;
+    // A phone-width screen: the same page, one column.
+    browser
+        .client
+        .set_window_size(390, 844)
+        .await
+        .expect("resized");
+    browser.screenshot("web-profile-phone").await;
+    assert!(
+        !payload_ran(&browser).await,
+        "a script ran on the profile page"
+    );
     browser.client.close().await.expect("session closed");
 }

@@ -12,6 +12,7 @@ pub mod peers;
 pub mod rest;
 pub mod status;
 pub mod viewer;
+pub mod web;
 
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
@@ -194,6 +195,12 @@ pub async fn app(config: &Config, bus: Option<Bus>) -> Result<ServiceApp, Config
         budgets: config.budgets,
     };
     let cors = cors(&config.cors_allowed_origins)?;
+    let web = web::router(web::WebState {
+        peers: state.peers.clone(),
+        verifier: state.verifier.clone(),
+        clients: clients.clone(),
+        budgets: config.budgets,
+    });
     let rest = rest::router(rest::RestState {
         peers: state.peers.clone(),
         verifier: state.verifier.clone(),
@@ -218,7 +225,7 @@ pub async fn app(config: &Config, bus: Option<Bus>) -> Result<ServiceApp, Config
         board: Default::default(),
         metrics: app.metrics().clone(),
     });
-    let http = graphql.merge(rest).layer(cors);
+    let http = graphql.merge(rest).layer(cors).merge(web);
     let interval = config.view_report_interval;
     let app = app
         .http(http)

@@ -1,0 +1,344 @@
+//! The pages' HTML. `maud` escapes every value it is given; the only raw HTML inserted is
+//! an article body, and only after [`super::markdown::to_safe_html`] has sanitized it.
+
+use axum::http::StatusCode;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use oba_proto::comment::v1 as comment_pb;
+use oba_proto::like::v1 as like_pb;
+use oba_proto::post::v1 as post_pb;
+use oba_proto::user::v1 as user_pb;
+
+use super::markdown;
+
+/// A post with what a list shows of it; None where the owning service was unavailable.
+pub struct Card {
+    pub post: post_pb::Post,
+    pub author: user_pb::Profile,
+    pub likes: Option<like_pb::LikeSummary>,
+    pub comments: Option<u64>,
+}
+
+pub struct CommentView {
+    pub comment: comment_pb::Comment,
+    pub author: user_pb::Profile,
+}
+
+pub struct Home<'a> {
+    pub tag: Option<&'a str>,
+    pub cards: &'a [Card],
+    pub page: u32,
+    pub pages: u64,
+    /// None: post-service could not list them.
+    pub tags: Option<&'a [String]>,
+    /// None: rank-service is unavailable.
+    pub trending: Option<&'a [post_pb::Post]>,
+}
+
+pub struct ProfilePage<'a> {
+    pub person: &'a user_pb::Profile,
+    pub favorited: bool,
+    pub cards: &'a [Card],
+    pub page: u32,
+    pub pages: u64,
+}
+
+/// Shown in place of a fact whose service did not answer.
+const UNAVAILABLE: &str = "unavailable";
+/// Tags shown in the side bar.
+const TAGS_SHOWN: usize = 20;
+
+fn layout(title: &str, main: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · oba" }
+                link rel="stylesheet" href="/web/style.css";
+            }
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header.site {
+                    nav aria-label="Site" {
+                        a.brand href="/" { "oba" }
+                        ul {
+                            li { a href="/" { "Home" } }
+                            li { a href="/status" { "Status" } }
+                            li { a href="/graphiql" { "API (GraphiQL)" } }
+                        }
+                    }
+                }
+                main #main { (main) }
+                footer.site {
+                    p {
+                        "oba, the over-engineered blog app. Also as "
+                        a href="/graphiql" { "GraphQL" } " and the RealWorld REST API at "
+                        code { "/api" } "."
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn date(timestamp: Option<&prost_types::Timestamp>) -> String {
+    timestamp
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+        .map(|t| t.format("%B %-d, %Y").to_string())
+        .unwrap_or_default()
+}
+
+fn datetime_attr(timestamp: Option<&prost_types::Timestamp>) -> String {
+    timestamp
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default()
+}
+
+/// An image URL its owner chose, if it is one a page may load (http or https).
+fn image_url(url: &str) -> Option<&str> {
+    (url.starts_with("https://") || url.starts_with("http://")).then_some(url)
+}
+
+fn author_link(author: &user_pb::Profile) -> Markup {
+    html! { a.author href={ "/profile/" (urlencode(&author.username)) } { (author.username) } }
+}
+
+/// A path segment or query value, percent-encoded.
+pub fn urlencode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+fn counts(card: &Card) -> Markup {
+    html! {
+        span.likes {
+            @match &card.likes {
+                Some(likes) => { (likes.count) " " (if likes.count == 1 { "like" } else { "likes" }) }
+                None => { "likes " (UNAVAILABLE) }
+            }
+        }
+        " · "
+        span.comments {
+            @match card.comments {
+                Some(n) => { (n) " " (if n == 1 { "comment" } else { "comments" }) }
+                None => { "comments " (UNAVAILABLE) }
+            }
+        }
+    }
+}
+
+fn tag_list(tags: &[String]) -> Markup {
+    html! {
+        @if !tags.is_empty() {
+            ul.tags aria-label="Tags" {
+                @for tag in tags {
+                    li { a href={ "/?tag=" (urlencode(tag)) } { (tag) } }
+                }
+            }
+        }
+    }
+}
+
+fn card(card: &Card) -> Markup {
+    let post = &card.post;
+    html! {
+        article.card {
+            p.meta {
+                (author_link(&card.author)) " · "
+                time datetime=(datetime_attr(post.created_at.as_ref())) { (date(post.created_at.as_ref())) }
+            }
+            h2 { a href={ "/article/" (urlencode(&post.slug)) } { (post.title) } }
+            p.description { (post.description) }
+            p.facts { (counts(card)) }
+            (tag_list(&post.tags))
+        }
+    }
+}
+
+/// Links to the previous and next pages of a list at `base` (which may carry a query).
+fn pagination(base: &str, page: u32, pages: u64) -> Markup {
+    let join = if base.contains('?') { '&' } else { '?' };
+    html! {
+        @if pages > 1 {
+            nav.pages aria-label="Pages" {
+                @if page > 1 {
+                    a rel="prev" href={ (base) (join) "page=" (page - 1) } { "← Newer" }
+                }
+                span { "Page " (page) " of " (pages) }
+                @if u64::from(page) < pages {
+                    a rel="next" href={ (base) (join) "page=" (page + 1) } { "Older →" }
+                }
+            }
+        }
+    }
+}
+
+pub fn home(home: &Home<'_>) -> Markup {
+    let heading = match home.tag {
+        Some(tag) => format!("Posts tagged “{tag}”"),
+        None => "Latest posts".to_owned(),
+    };
+    let base = match home.tag {
+        Some(tag) => format!("/?tag={}", urlencode(tag)),
+        None => "/".to_owned(),
+    };
+    layout(
+        &heading,
+        html! {
+            div.columns {
+                section.feed aria-labelledby="feed-title" {
+                    h1 #feed-title { (heading) }
+                    @if home.tag.is_some() { p { a href="/" { "All posts" } } }
+                    @if home.cards.is_empty() {
+                        p.empty { "No posts here yet." }
+                    }
+                    @for c in home.cards { (card(c)) }
+                    (pagination(&base, home.page, home.pages))
+                }
+                aside {
+                    section aria-labelledby="tags-title" {
+                        h2 #tags-title { "Popular tags" }
+                        @match home.tags {
+                            Some(tags) => (tag_list(&tags[..tags.len().min(TAGS_SHOWN)])),
+                            None => p.unavailable { "Tags are " (UNAVAILABLE) " right now." },
+                        }
+                    }
+                    section aria-labelledby="trending-title" {
+                        h2 #trending-title { "Trending" }
+                        @match home.trending {
+                            Some([]) => p { "Nothing yet." },
+                            Some(posts) => ol.trending {
+                                @for post in posts {
+                                    li { a href={ "/article/" (urlencode(&post.slug)) } { (post.title) } }
+                                }
+                            },
+                            None => p.unavailable { "Trending is " (UNAVAILABLE) " right now." },
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub fn article(card: &Card, comments: Option<&[CommentView]>) -> Markup {
+    let post = &card.post;
+    layout(
+        &post.title,
+        html! {
+            article.post {
+                header {
+                    h1 { (post.title) }
+                    p.meta {
+                        "By " (author_link(&card.author)) " · "
+                        time datetime=(datetime_attr(post.created_at.as_ref())) { (date(post.created_at.as_ref())) }
+                    }
+                    p.facts { (counts(card)) }
+                }
+                div.body { (PreEscaped(markdown::to_safe_html(&post.body))) }
+                (tag_list(&post.tags))
+            }
+            section.comments aria-labelledby="comments-title" {
+                h2 #comments-title { "Comments" }
+                @match comments {
+                    None => p.unavailable { "Comments are " (UNAVAILABLE) " right now." },
+                    Some([]) => p { "No comments yet." },
+                    Some(comments) => ol {
+                        @for view in comments {
+                            li.comment id={ "comment-" (view.comment.id) } {
+                                p.body { (view.comment.body) }
+                                p.meta {
+                                    (author_link(&view.author)) " · "
+                                    time datetime=(datetime_attr(view.comment.created_at.as_ref())) {
+                                        (date(view.comment.created_at.as_ref()))
+                                    }
+                                }
+                            }
+                        }
+                    },
+                }
+            }
+        },
+    )
+}
+
+pub fn profile(page: &ProfilePage<'_>) -> Markup {
+    let person = page.person;
+    let base = format!("/profile/{}", urlencode(&person.username));
+    let listed = if page.favorited {
+        format!("{base}?tab=favorited")
+    } else {
+        base.clone()
+    };
+    layout(
+        &person.username,
+        html! {
+            header.profile {
+                @if let Some(url) = image_url(&person.image) {
+                    img src=(url) alt="" width="96" height="96";
+                }
+                h1 { (person.username) }
+                @if !person.bio.is_empty() { p.bio { (person.bio) } }
+            }
+            nav.tabs aria-label="Posts" {
+                a href=(base) aria-current=[(!page.favorited).then_some("page")] { "Posts" }
+                a href={ (base) "?tab=favorited" } aria-current=[page.favorited.then_some("page")] { "Favorited" }
+            }
+            @if page.cards.is_empty() {
+                p.empty { "No posts here yet." }
+            }
+            @for c in page.cards { (card(c)) }
+            (pagination(&listed, page.page, page.pages))
+        },
+    )
+}
+
+pub fn error(status: StatusCode, message: &str) -> Markup {
+    let title = status.canonical_reason().unwrap_or("Error");
+    layout(
+        title,
+        html! {
+            h1 { (status.as_u16()) " " (title) }
+            p { (message) }
+            p { a href="/" { "Back to the home page" } }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_escaped_and_urls_are_encoded() {
+        let author = user_pb::Profile {
+            username: "<b>x</b> y".to_owned(),
+            ..Default::default()
+        };
+        let html = author_link(&author).into_string();
+        assert_eq!(
+            html,
+            r#"<a class="author" href="/profile/%3Cb%3Ex%3C%2Fb%3E%20y">&lt;b&gt;x&lt;/b&gt; y</a>"#
+        );
+    }
+
+    #[test]
+    fn only_web_images_are_shown() {
+        assert_eq!(
+            image_url("https://example.com/a.png"),
+            Some("https://example.com/a.png")
+        );
+        assert_eq!(image_url("javascript:alert(1)"), None);
+        assert_eq!(image_url("data:image/svg+xml,<svg/>"), None);
+    }
+}
