@@ -531,6 +531,8 @@ fn up_env(config: &UpConfig, addrs: &BTreeMap<Service, SocketAddr>) -> Result<En
     env.default_to("OBA_TOKEN_TTL_SECS", config.token_ttl_secs.to_string());
     // Browser front ends on any origin may call a local system.
     env.default_to("OBA_CORS_ALLOWED_ORIGINS", "*");
+    // A local system is served over plain http, where a Secure cookie would never be sent.
+    env.default_to("OBA_WEB_SECURE_COOKIES", "false");
     if env.get("OBA_ADMIN_EMAIL").is_none() {
         tracing::warn!(
             email = DEV_ADMIN_EMAIL,

@@ -174,3 +174,295 @@ async fn with_like_service_stopped_pages_still_render_and_say_what_is_missing() 
     assert_eq!(status, 200, "{article}");
     assert!(article.contains("likes unavailable"), "{article}");
 }
+
+/// A browser as far as these pages care: its cookies, kept from `Set-Cookie`, and the
+/// CSRF token they hold, sent back with every form. Redirects are not followed, so that
+/// each answer can be checked.
+struct Visitor {
+    http: reqwest::Client,
+    base: String,
+    cookies: std::collections::BTreeMap<String, String>,
+}
+
+impl Visitor {
+    fn new(app: &TestSystem) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            base: app.url.clone(),
+            cookies: Default::default(),
+        }
+    }
+
+    fn keep_cookies(&mut self, response: &reqwest::Response) {
+        for value in response.headers().get_all("set-cookie") {
+            let value = value.to_str().expect("ascii");
+            let (pair, _) = value.split_once(';').unwrap_or((value, ""));
+            let (name, content) = pair.split_once('=').expect("name=value");
+            if value.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), content.to_owned());
+            }
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn get(&mut self, path: &str) -> (u16, String) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .expect("sent");
+        self.keep_cookies(&response);
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("text"))
+    }
+
+    /// Posts `fields` and this visitor's CSRF token (when `with_token`); the status and
+    /// where it redirects to.
+    async fn post(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+        with_token: bool,
+    ) -> (u16, String) {
+        let mut form: Vec<(String, String)> = fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        if with_token {
+            let token = self.cookies.get("oba_csrf").cloned().unwrap_or_default();
+            form.push(("csrf".to_owned(), token));
+        }
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .form(&form)
+            .send()
+            .await
+            .expect("sent");
+        self.keep_cookies(&response);
+        let status = response.status().as_u16();
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (status, location)
+    }
+
+    /// Signs in through the form, as `name` registered by the harness.
+    async fn sign_in(&mut self, name: &str) {
+        self.get("/login").await;
+        let email = format!("{name}@example.com");
+        let password = format!("password-of-{name}");
+        let (status, to) = self
+            .post(
+                "/login",
+                &[("email", &email), ("password", &password)],
+                true,
+            )
+            .await;
+        assert_eq!((status, to.as_str()), (303, "/"), "signed in");
+        assert!(self.cookies.contains_key("oba_session"));
+    }
+}
+
+#[tokio::test]
+async fn signing_up_in_and_out_sets_and_clears_an_http_only_session() {
+    let app = TestSystem::start().await;
+    let mut visitor = Visitor::new(&app);
+    let first = visitor
+        .http
+        .get(format!("{}/register", app.url))
+        .send()
+        .await
+        .expect("sent");
+    let set = first
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().expect("ascii").to_owned())
+        .collect::<Vec<_>>();
+    assert!(
+        set.iter().any(|c| c.starts_with("oba_csrf=")
+            && c.contains("HttpOnly")
+            && c.contains("SameSite=Strict")),
+        "{set:?}"
+    );
+    visitor.keep_cookies(&first);
+    let (status, to) = visitor
+        .post(
+            "/register",
+            &[
+                ("username", "carol"),
+                ("email", "carol@example.com"),
+                ("password", "a long enough password"),
+            ],
+            true,
+        )
+        .await;
+    assert_eq!((status, to.as_str()), (303, "/"));
+    let (_, home) = visitor.get("/").await;
+    assert!(home.contains(r#"href="/profile/carol""#), "{home}");
+    assert!(home.contains("Sign out"), "{home}");
+
+    // A wrong password shows the form again, with a message, not an error page.
+    let mut stranger = Visitor::new(&app);
+    stranger.get("/login").await;
+    let response = stranger
+        .http
+        .post(format!("{}/login", app.url))
+        .header("cookie", stranger.cookie_header())
+        .form(&[
+            ("email", "carol@example.com"),
+            ("password", "not it"),
+            ("csrf", stranger.cookies["oba_csrf"].as_str()),
+        ])
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 422);
+    let form = response.text().await.expect("text");
+    assert!(form.contains("Wrong email or password."), "{form}");
+    assert!(form.contains(r#"value="carol@example.com""#), "{form}");
+
+    let (status, to) = visitor.post("/logout", &[], true).await;
+    assert_eq!((status, to.as_str()), (303, "/"));
+    assert!(!visitor.cookies.contains_key("oba_session"));
+    let (_, home) = visitor.get("/").await;
+    assert!(
+        home.contains("Sign in") && !home.contains("Sign out"),
+        "{home}"
+    );
+}
+
+#[tokio::test]
+async fn favorites_comments_and_follows_work_from_the_pages() {
+    let app = TestSystem::start().await;
+    let (alice, _) = app.register("alice").await;
+    app.register("bob").await;
+    let slug = write_post(&app, &alice, "Forms", "x", &[]).await;
+    let mut bob = Visitor::new(&app);
+    bob.sign_in("bob").await;
+    let article = format!("/article/{slug}");
+
+    let (status, to) = bob.post(&format!("{article}/favorite"), &[], true).await;
+    assert_eq!((status, to.as_str()), (303, article.as_str()));
+    let (_, page) = bob.get(&article).await;
+    assert!(
+        page.contains("1 like") && page.contains("Unfavorite"),
+        "{page}"
+    );
+    bob.post(&format!("{article}/unfavorite"), &[], true).await;
+    let (_, page) = bob.get(&article).await;
+    assert!(
+        page.contains("0 likes") && page.contains(">Favorite<"),
+        "{page}"
+    );
+
+    let (status, to) = bob
+        .post(
+            &format!("{article}/comments"),
+            &[("body", "Well put.")],
+            true,
+        )
+        .await;
+    assert_eq!(status, 303);
+    assert!(to.starts_with(&format!("{article}#comment-")), "{to}");
+    let id = to.rsplit('-').next().expect("an id").to_owned();
+    let (_, page) = bob.get(&article).await;
+    assert!(page.contains("Well put."), "{page}");
+    bob.post(&format!("{article}/comments/{id}/delete"), &[], true)
+        .await;
+    let (_, page) = bob.get(&article).await;
+    assert!(!page.contains("Well put."), "{page}");
+
+    let (status, _) = bob.post("/profile/alice/follow", &[], true).await;
+    assert_eq!(status, 303);
+    let (_, feed) = bob.get("/?feed=1").await;
+    assert!(feed.contains(&format!(r#"href="{article}""#)), "{feed}");
+    let (_, profile) = bob.get("/profile/alice").await;
+    assert!(profile.contains("Unfollow alice"), "{profile}");
+
+    // Signed out, a form sends the visitor to sign in and changes nothing.
+    let mut anonymous = Visitor::new(&app);
+    anonymous.get("/").await;
+    let (status, to) = anonymous
+        .post(&format!("{article}/favorite"), &[], true)
+        .await;
+    assert_eq!((status, to.as_str()), (303, "/login"));
+}
+
+#[tokio::test]
+async fn every_form_post_without_its_csrf_token_is_refused_and_changes_nothing() {
+    let app = TestSystem::start().await;
+    let (alice, _) = app.register("alice").await;
+    app.register("bob").await;
+    let slug = write_post(&app, &alice, "Guarded", "x", &[]).await;
+    let mut bob = Visitor::new(&app);
+    bob.sign_in("bob").await;
+    let article = format!("/article/{slug}");
+    let forms: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (format!("{article}/favorite"), vec![]),
+        (format!("{article}/unfavorite"), vec![]),
+        (format!("{article}/comments"), vec![("body", "sneaky")]),
+        (format!("{article}/comments/1/delete"), vec![]),
+        ("/profile/alice/follow".to_owned(), vec![]),
+        ("/profile/alice/unfollow".to_owned(), vec![]),
+        (
+            "/login".to_owned(),
+            vec![
+                ("email", "bob@example.com"),
+                ("password", "password-of-bob"),
+            ],
+        ),
+        (
+            "/register".to_owned(),
+            vec![
+                ("username", "eve"),
+                ("email", "eve@example.com"),
+                ("password", "a long enough password"),
+            ],
+        ),
+        ("/logout".to_owned(), vec![]),
+    ];
+    for (path, fields) in &forms {
+        // No token at all, and another browser's token.
+        let (status, _) = bob.post(path, fields, false).await;
+        assert_eq!(status, 403, "{path} without a token");
+        let mut forged = fields.clone();
+        forged.push(("csrf", "0123456789abcdef0123456789abcdef"));
+        let (status, _) = bob.post(path, &forged, false).await;
+        assert_eq!(status, 403, "{path} with another token");
+    }
+    // Nothing changed: no like, no comment, no follow, no account, still signed in.
+    let (_, page) = bob.get(&article).await;
+    assert!(
+        page.contains("0 likes") && page.contains("0 comments"),
+        "{page}"
+    );
+    assert!(!page.contains("sneaky"), "{page}");
+    let (_, profile) = bob.get("/profile/alice").await;
+    assert!(
+        profile.contains("Follow alice") && !profile.contains("Unfollow"),
+        "{profile}"
+    );
+    let (status, _) = bob.get("/profile/eve").await;
+    assert_eq!(status, 404);
+    assert!(bob.cookies.contains_key("oba_session"));
+}

@@ -66,6 +66,9 @@ pub struct Config {
     /// Bounds of the read model (`OBA_READ_MODEL_ENTRIES`, `OBA_READ_MODEL_MAX_MIB`,
     /// `OBA_READ_MODEL_MAX_AGE_MS`; an age of 0 turns it off).
     pub read_model: compose::read_model::ReadModelLimits,
+    /// Whether the web pages' session cookie is `Secure` (`OBA_WEB_SECURE_COOKIES`, true;
+    /// `oba up`, on plain http, sets false).
+    pub web_secure_cookies: bool,
 }
 
 impl Config {
@@ -129,6 +132,7 @@ impl Config {
                     env.parsed("OBA_READ_MODEL_MAX_AGE_MS", 30_000).value,
                 ),
             },
+            web_secure_cookies: env.parsed("OBA_WEB_SECURE_COOKIES", true).value,
         }
     }
 }
@@ -200,6 +204,7 @@ pub async fn app(config: &Config, bus: Option<Bus>) -> Result<ServiceApp, Config
         verifier: state.verifier.clone(),
         clients: clients.clone(),
         budgets: config.budgets,
+        secure_cookies: config.web_secure_cookies,
     });
     let rest = rest::router(rest::RestState {
         peers: state.peers.clone(),

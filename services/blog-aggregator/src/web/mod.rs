@@ -9,31 +9,35 @@
 
 pub mod markdown;
 mod pages;
+pub mod session;
 
 use axum::Router;
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
+use axum::response::Redirect;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use futures::future::try_join_all;
 use oba_kit::ErrorCode;
 use oba_kit::auth::TokenVerifier;
 use oba_proto::post::v1 as post_pb;
 use serde::Deserialize;
+use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::client::Clients;
 use crate::compose::{ApiError, BlogApi, Budgets, PostFacts, PostQuery, RequestScope};
 use crate::peers::PeerChannels;
 use crate::viewer::Viewer;
 use pages::{Card, CommentView};
+use session::CheckedForm;
 
 /// Posts on a page of a list.
 const PAGE_SIZE: u32 = 20;
 /// Comments shown under an article.
 const COMMENTS_SHOWN: u32 = 100;
-/// The session cookie: the same token the APIs take, kept where scripts cannot read it.
-pub const SESSION_COOKIE: &str = "oba_session";
+/// The largest form body taken (an article is the largest thing a page posts).
+const FORM_LIMIT_BYTES: usize = 256 * 1024;
 
 const STYLE: &str = include_str!("../../assets/web/style.css");
 
@@ -49,15 +53,28 @@ pub struct WebState {
     pub verifier: TokenVerifier,
     pub clients: Clients,
     pub budgets: Budgets,
+    /// Whether the session cookie is `Secure` (sent over https only).
+    pub secure_cookies: bool,
 }
 
 pub fn router(state: WebState) -> Router {
     Router::new()
         .route("/", get(home))
         .route("/article/{slug}", get(article))
+        .route("/article/{slug}/favorite", post(favorite))
+        .route("/article/{slug}/unfavorite", post(unfavorite))
+        .route("/article/{slug}/comments", post(add_comment))
+        .route("/article/{slug}/comments/{id}/delete", post(delete_comment))
         .route("/profile/{username}", get(profile))
+        .route("/profile/{username}/follow", post(follow))
+        .route("/profile/{username}/unfollow", post(unfollow))
+        .route("/login", get(login_page).post(login))
+        .route("/register", get(register_page).post(register))
+        .route("/logout", post(logout))
         .route("/web/style.css", get(style))
         .with_state(state)
+        .layer(axum::middleware::from_fn(session::csrf_cookie))
+        .layer(RequestBodyLimitLayer::new(FORM_LIMIT_BYTES))
         .layer(axum::middleware::map_response(secure_headers))
 }
 
@@ -90,38 +107,51 @@ async fn style() -> Response {
         .into_response()
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
+/// The composition for a page, and what every page shows of the visit: its viewer is the
+/// session cookie's bearer (a session that no longer verifies — expired, signed with
+/// another key — reads as signed out).
+pub struct Web {
+    api: BlogApi,
+    chrome: Chrome,
+    verifier: TokenVerifier,
+    secure_cookies: bool,
 }
 
-/// The composition for a page: its viewer is the session cookie's bearer. A session that
-/// no longer verifies (expired, signed with another key) reads as signed out.
-pub struct Web(BlogApi);
+/// What the frame of every page needs: who is signed in, and the token its forms carry.
+pub struct Chrome {
+    pub username: Option<String>,
+    pub csrf: String,
+}
 
 impl FromRequestParts<WebState> for Web {
     type Rejection = WebError;
 
     async fn from_request_parts(parts: &mut Parts, state: &WebState) -> Result<Self, WebError> {
-        let viewer = cookie(&parts.headers, SESSION_COOKIE)
+        let viewer = session::cookie(&parts.headers, session::SESSION_COOKIE)
             .and_then(|token| {
                 Viewer::from_authorization(Some(&format!("Bearer {token}")), &state.verifier).ok()
             })
             .unwrap_or(Viewer::Anonymous);
+        let chrome = Chrome {
+            username: viewer.require().ok().map(|claims| claims.username.clone()),
+            csrf: parts
+                .extensions
+                .get::<session::CsrfToken>()
+                .map(|token| token.0.clone())
+                .unwrap_or_default(),
+        };
         let write = parts.method != axum::http::Method::GET;
         let scope = RequestScope {
             client: state.clients.client(&parts.headers, &parts.extensions),
             deadline: Some(state.budgets.deadline(write)),
             degraded: Default::default(),
         };
-        Ok(Self(BlogApi::new(state.peers.clone(), viewer, scope)))
+        Ok(Self {
+            api: BlogApi::new(state.peers.clone(), viewer, scope),
+            chrome,
+            verifier: state.verifier.clone(),
+            secure_cookies: state.secure_cookies,
+        })
     }
 }
 
@@ -164,7 +194,16 @@ impl From<ApiError> for WebError {
 
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
-        (self.status, pages::error(self.status, &self.message)).into_response()
+        // Rendered without the visit's chrome: the error may be that there is none.
+        let chrome = Chrome {
+            username: None,
+            csrf: String::new(),
+        };
+        (
+            self.status,
+            pages::error(&chrome, self.status, &self.message),
+        )
+            .into_response()
     }
 }
 
@@ -176,6 +215,8 @@ struct ListQuery {
     tag: Option<String>,
     page: Option<String>,
     tab: Option<String>,
+    /// `?feed=1`: only posts by people the viewer follows.
+    feed: Option<String>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ListQuery {
@@ -232,23 +273,27 @@ async fn cards(api: &BlogApi, posts: Vec<post_pb::Post>) -> WebResult<Vec<Card>>
     Ok(cards)
 }
 
-async fn home(Web(api): Web, query: ListQuery) -> WebResult<Response> {
+async fn home(web: Web, query: ListQuery) -> WebResult<Response> {
     let (page, offset) = query.page()?;
     let tag = query.tag.filter(|t| !t.is_empty());
+    let feed = query.feed.is_some() && web.chrome.username.is_some();
+    let api = &web.api;
     let posts = PostQuery {
         first: PAGE_SIZE,
         offset,
         tag: tag.clone(),
+        feed,
         ..PostQuery::default()
     };
     let (listed, tags, trending) = futures::join!(api.posts(posts), api.tags(), api.trending(5));
     let listed = listed?;
     let total = listed.total_count;
-    let cards = cards(&api, listed.posts).await?;
+    let cards = cards(api, listed.posts).await?;
     // The side facts are optional: without them the page still shows the posts.
     let tags = tags.ok();
     let trending = trending.ok().flatten();
     let home = pages::Home {
+        feed,
         tag: tag.as_deref(),
         cards: &cards,
         page,
@@ -256,13 +301,14 @@ async fn home(Web(api): Web, query: ListQuery) -> WebResult<Response> {
         tags: tags.as_deref(),
         trending: trending.as_deref(),
     };
-    Ok(pages::home(&home).into_response())
+    Ok(pages::home(&web.chrome, &home).into_response())
 }
 
-async fn article(Web(api): Web, Path(slug): Path<String>) -> WebResult<Response> {
+async fn article(web: Web, Path(slug): Path<String>) -> WebResult<Response> {
+    let api = &web.api;
     let post = api.read_post(&slug).await?;
     let post_id = post.id.clone();
-    let card = cards(&api, vec![post])
+    let card = cards(api, vec![post])
         .await?
         .pop()
         .ok_or_else(|| WebError::new(StatusCode::NOT_FOUND, "no such article"))?;
@@ -270,12 +316,9 @@ async fn article(Web(api): Web, Path(slug): Path<String>) -> WebResult<Response>
         Ok(page) => {
             api.prefetch_authors(page.comments.iter().map(|c| c.author_id.clone()))
                 .await?;
-            let views = try_join_all(page.comments.into_iter().map(|comment| {
-                let api = &api;
-                async move {
-                    let author = api.profile_by_id(&comment.author_id).await?;
-                    Ok::<_, ApiError>(CommentView { comment, author })
-                }
+            let views = try_join_all(page.comments.into_iter().map(|comment| async move {
+                let author = api.profile_by_id(&comment.author_id).await?;
+                Ok::<_, ApiError>(CommentView { comment, author })
             }))
             .await?;
             Some(views)
@@ -284,14 +327,11 @@ async fn article(Web(api): Web, Path(slug): Path<String>) -> WebResult<Response>
         Err(e) if e.code == ErrorCode::Unavailable => None,
         Err(e) => return Err(e.into()),
     };
-    Ok(pages::article(&card, comments.as_deref()).into_response())
+    Ok(pages::article(&web.chrome, &card, comments.as_deref()).into_response())
 }
 
-async fn profile(
-    Web(api): Web,
-    Path(username): Path<String>,
-    query: ListQuery,
-) -> WebResult<Response> {
+async fn profile(web: Web, Path(username): Path<String>, query: ListQuery) -> WebResult<Response> {
+    let api = &web.api;
     let (page, offset) = query.page()?;
     let favorited = query.tab.as_deref() == Some("favorited");
     let person = api.profile(&username).await?;
@@ -304,31 +344,204 @@ async fn profile(
     };
     let listed = api.posts(posts).await?;
     let total = listed.total_count;
-    let cards = cards(&api, listed.posts).await?;
-    Ok(pages::profile(&pages::ProfilePage {
-        person: &person,
-        favorited,
-        cards: &cards,
-        page,
-        pages: total.div_ceil(u64::from(PAGE_SIZE)),
-    })
+    let cards = cards(api, listed.posts).await?;
+    Ok(pages::profile(
+        &web.chrome,
+        &pages::ProfilePage {
+            person: &person,
+            favorited,
+            cards: &cards,
+            page,
+            pages: total.div_ceil(u64::from(PAGE_SIZE)),
+        },
+    )
     .into_response())
+}
+
+// ---- forms: each checks its CSRF token first, changes something, and redirects (303) to
+// the page that shows the change; a signed-out visitor is sent to sign in. ----
+
+/// Where a form's change is shown; `303 See Other`, so a reload does not post again.
+fn to(path: String) -> Response {
+    Redirect::to(&path).into_response()
+}
+
+/// The error of a write, or the sign-in page when the visitor is not signed in.
+fn refused(e: ApiError) -> Response {
+    if e.code == ErrorCode::Unauthenticated {
+        return Redirect::to("/login").into_response();
+    }
+    WebError::from(e).into_response()
+}
+
+/// A form with no fields but its CSRF token.
+#[derive(Deserialize)]
+pub struct Empty {}
+
+fn article_path(slug: &str) -> String {
+    format!("/article/{}", pages::urlencode(slug))
+}
+
+async fn favorite(web: Web, Path(slug): Path<String>, _: CheckedForm<Empty>) -> Response {
+    match web.api.like(&slug).await {
+        Ok(post) => to(article_path(&post.slug)),
+        Err(e) => refused(e),
+    }
+}
+
+async fn unfavorite(web: Web, Path(slug): Path<String>, _: CheckedForm<Empty>) -> Response {
+    match web.api.unlike(&slug).await {
+        Ok(post) => to(article_path(&post.slug)),
+        Err(e) => refused(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CommentForm {
+    body: String,
+}
+
+async fn add_comment(
+    web: Web,
+    Path(slug): Path<String>,
+    CheckedForm(form): CheckedForm<CommentForm>,
+) -> Response {
+    match web.api.add_comment(&slug, form.body).await {
+        Ok(comment) => to(format!("{}#comment-{}", article_path(&slug), comment.id)),
+        Err(e) => refused(e),
+    }
+}
+
+async fn delete_comment(
+    web: Web,
+    Path((slug, id)): Path<(String, String)>,
+    _: CheckedForm<Empty>,
+) -> Response {
+    match web.api.delete_comment(&slug, &id).await {
+        Ok(_) => to(format!("{}#comments-title", article_path(&slug))),
+        Err(e) => refused(e),
+    }
+}
+
+fn profile_path(username: &str) -> String {
+    format!("/profile/{}", pages::urlencode(username))
+}
+
+async fn follow(web: Web, Path(username): Path<String>, _: CheckedForm<Empty>) -> Response {
+    match web.api.follow(&username).await {
+        Ok(_) => to(profile_path(&username)),
+        Err(e) => refused(e),
+    }
+}
+
+async fn unfollow(web: Web, Path(username): Path<String>, _: CheckedForm<Empty>) -> Response {
+    match web.api.unfollow(&username).await {
+        Ok(_) => to(profile_path(&username)),
+        Err(e) => refused(e),
+    }
+}
+
+// ---- signing in and out ----
+
+async fn login_page(web: Web) -> Response {
+    pages::sign_in(&web.chrome, pages::SignIn::Login, None, "", "").into_response()
+}
+
+async fn register_page(web: Web) -> Response {
+    pages::sign_in(&web.chrome, pages::SignIn::Register, None, "", "").into_response()
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    email: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+pub struct RegisterForm {
+    username: String,
+    email: String,
+    password: String,
+}
+
+/// Signs the browser in with `session`'s token, or shows the form again with the error
+/// (never an error page: the visitor fixes the form and sends it again).
+fn signed_in(
+    web: &Web,
+    which: pages::SignIn,
+    session: Result<oba_proto::user::v1::Session, ApiError>,
+    username: &str,
+    email: &str,
+) -> Response {
+    let error = match session {
+        Ok(session) => {
+            // The cookie lives as long as the token it holds.
+            let max_age = web
+                .verifier
+                .verify(&session.token)
+                .map_or(0, |claims| claims.exp - chrono::Utc::now().timestamp());
+            return match session::session_cookie(&session.token, max_age, web.secure_cookies) {
+                Some(cookie) => ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response(),
+                None => WebError::new(StatusCode::INTERNAL_SERVER_ERROR, "unusable token")
+                    .into_response(),
+            };
+        }
+        Err(e) => e,
+    };
+    let status = match error.code {
+        ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    let message = match error.code {
+        ErrorCode::Unauthenticated => "Wrong email or password.".to_owned(),
+        ErrorCode::Internal => "Something went wrong on our side.".to_owned(),
+        _ => match &error.field {
+            Some(field) => format!("{field}: {}", error.message),
+            None => error.message,
+        },
+    };
+    (
+        status,
+        pages::sign_in(&web.chrome, which, Some(&message), username, email),
+    )
+        .into_response()
+}
+
+async fn login(web: Web, CheckedForm(form): CheckedForm<LoginForm>) -> Response {
+    let session = web.api.login(form.email.clone(), form.password).await;
+    signed_in(&web, pages::SignIn::Login, session, "", &form.email)
+}
+
+async fn register(web: Web, CheckedForm(form): CheckedForm<RegisterForm>) -> Response {
+    let session = web
+        .api
+        .register(form.username.clone(), form.email.clone(), form.password)
+        .await;
+    signed_in(
+        &web,
+        pages::SignIn::Register,
+        session,
+        &form.username,
+        &form.email,
+    )
+}
+
+async fn logout(web: Web, _: CheckedForm<Empty>) -> Response {
+    (
+        [(
+            header::SET_COOKIE,
+            session::cleared_session(web.secure_cookies),
+        )],
+        Redirect::to("/"),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_session_is_read_from_its_cookie_among_others() {
-        let mut headers = HeaderMap::new();
-        headers.append(
-            header::COOKIE,
-            "theme=dark; oba_session=abc.def".parse().expect("ascii"),
-        );
-        assert_eq!(cookie(&headers, SESSION_COOKIE), Some("abc.def"));
-        assert_eq!(cookie(&headers, "missing"), None);
-    }
 
     #[test]
     fn a_page_number_must_be_a_number_from_one() {

@@ -8,7 +8,9 @@ use oba_proto::like::v1 as like_pb;
 use oba_proto::post::v1 as post_pb;
 use oba_proto::user::v1 as user_pb;
 
+use super::Chrome;
 use super::markdown;
+use super::session::CSRF_FIELD;
 
 /// A post with what a list shows of it; None where the owning service was unavailable.
 pub struct Card {
@@ -24,6 +26,8 @@ pub struct CommentView {
 }
 
 pub struct Home<'a> {
+    /// "Your feed": posts by people the viewer follows.
+    pub feed: bool,
     pub tag: Option<&'a str>,
     pub cards: &'a [Card],
     pub page: u32,
@@ -47,7 +51,23 @@ const UNAVAILABLE: &str = "unavailable";
 /// Tags shown in the side bar.
 const TAGS_SHOWN: usize = 20;
 
-fn layout(title: &str, main: Markup) -> Markup {
+/// The hidden field that proves a form was sent from one of these pages.
+fn csrf(chrome: &Chrome) -> Markup {
+    html! { input type="hidden" name=(CSRF_FIELD) value=(chrome.csrf); }
+}
+
+/// A form that is one button (favorite, follow, sign out, delete): a POST, never a link,
+/// so that nothing changes by following a link or prefetching.
+fn button(chrome: &Chrome, action: &str, label: &str, class: &str) -> Markup {
+    html! {
+        form.inline method="post" action=(action) {
+            (csrf(chrome))
+            button.(class) type="submit" { (label) }
+        }
+    }
+}
+
+fn layout(chrome: &Chrome, title: &str, main: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -64,6 +84,17 @@ fn layout(title: &str, main: Markup) -> Markup {
                         a.brand href="/" { "oba" }
                         ul {
                             li { a href="/" { "Home" } }
+                            @match &chrome.username {
+                                Some(username) => {
+                                    li { a href="/?feed=1" { "Your feed" } }
+                                    li { a href={ "/profile/" (urlencode(username)) } { (username) } }
+                                    li { (button(chrome, "/logout", "Sign out", "link")) }
+                                }
+                                None => {
+                                    li { a href="/login" { "Sign in" } }
+                                    li { a href="/register" { "Sign up" } }
+                                }
+                            }
                             li { a href="/status" { "Status" } }
                             li { a href="/graphiql" { "API (GraphiQL)" } }
                         }
@@ -183,21 +214,30 @@ fn pagination(base: &str, page: u32, pages: u64) -> Markup {
     }
 }
 
-pub fn home(home: &Home<'_>) -> Markup {
-    let heading = match home.tag {
-        Some(tag) => format!("Posts tagged “{tag}”"),
-        None => "Latest posts".to_owned(),
+pub fn home(chrome: &Chrome, home: &Home<'_>) -> Markup {
+    let heading = match (home.feed, home.tag) {
+        (_, Some(tag)) => format!("Posts tagged “{tag}”"),
+        (true, None) => "Your feed".to_owned(),
+        (false, None) => "Latest posts".to_owned(),
     };
-    let base = match home.tag {
-        Some(tag) => format!("/?tag={}", urlencode(tag)),
-        None => "/".to_owned(),
+    let base = match (home.feed, home.tag) {
+        (_, Some(tag)) => format!("/?tag={}", urlencode(tag)),
+        (true, None) => "/?feed=1".to_owned(),
+        (false, None) => "/".to_owned(),
     };
     layout(
+        chrome,
         &heading,
         html! {
             div.columns {
                 section.feed aria-labelledby="feed-title" {
                     h1 #feed-title { (heading) }
+                    @if chrome.username.is_some() && home.tag.is_none() {
+                        nav.tabs aria-label="Lists" {
+                            a href="/?feed=1" aria-current=[home.feed.then_some("page")] { "Your feed" }
+                            a href="/" aria-current=[(!home.feed).then_some("page")] { "Everyone" }
+                        }
+                    }
                     @if home.tag.is_some() { p { a href="/" { "All posts" } } }
                     @if home.cards.is_empty() {
                         p.empty { "No posts here yet." }
@@ -231,9 +271,13 @@ pub fn home(home: &Home<'_>) -> Markup {
     )
 }
 
-pub fn article(card: &Card, comments: Option<&[CommentView]>) -> Markup {
+pub fn article(chrome: &Chrome, card: &Card, comments: Option<&[CommentView]>) -> Markup {
     let post = &card.post;
+    let path = format!("/article/{}", urlencode(&post.slug));
+    let viewer = chrome.username.as_deref();
+    let liked = card.likes.as_ref().is_some_and(|l| l.liked_by_viewer);
     layout(
+        chrome,
         &post.title,
         html! {
             article.post {
@@ -244,6 +288,13 @@ pub fn article(card: &Card, comments: Option<&[CommentView]>) -> Markup {
                         time datetime=(datetime_attr(post.created_at.as_ref())) { (date(post.created_at.as_ref())) }
                     }
                     p.facts { (counts(card)) }
+                    @if viewer.is_some() && card.likes.is_some() {
+                        @if liked {
+                            (button(chrome, &format!("{path}/unfavorite"), "Unfavorite", "secondary"))
+                        } @else {
+                            (button(chrome, &format!("{path}/favorite"), "Favorite", "primary"))
+                        }
+                    }
                 }
                 div.body { (PreEscaped(markdown::to_safe_html(&post.body))) }
                 (tag_list(&post.tags))
@@ -263,16 +314,29 @@ pub fn article(card: &Card, comments: Option<&[CommentView]>) -> Markup {
                                         (date(view.comment.created_at.as_ref()))
                                     }
                                 }
+                                // Its author and the post's may delete it (comment-service decides).
+                                @if viewer.is_some_and(|v| v == view.author.username || v == card.author.username) {
+                                    (button(chrome, &format!("{path}/comments/{}/delete", view.comment.id), "Delete", "link danger"))
+                                }
                             }
                         }
                     },
+                }
+                @match viewer {
+                    Some(_) => form.comment-form method="post" action={ (path) "/comments" } {
+                        (csrf(chrome))
+                        label for="comment-body" { "Add a comment" }
+                        textarea #comment-body name="body" rows="3" required maxlength="10000" {}
+                        button.primary type="submit" { "Post comment" }
+                    },
+                    None => p { a href="/login" { "Sign in" } " to comment." },
                 }
             }
         },
     )
 }
 
-pub fn profile(page: &ProfilePage<'_>) -> Markup {
+pub fn profile(chrome: &Chrome, page: &ProfilePage<'_>) -> Markup {
     let person = page.person;
     let base = format!("/profile/{}", urlencode(&person.username));
     let listed = if page.favorited {
@@ -280,7 +344,9 @@ pub fn profile(page: &ProfilePage<'_>) -> Markup {
     } else {
         base.clone()
     };
+    let own = chrome.username.as_deref() == Some(person.username.as_str());
     layout(
+        chrome,
         &person.username,
         html! {
             header.profile {
@@ -288,6 +354,13 @@ pub fn profile(page: &ProfilePage<'_>) -> Markup {
                     img src=(url) alt="" width="96" height="96";
                 }
                 h1 { (person.username) }
+                @if chrome.username.is_some() && !own {
+                    @if person.following {
+                        (button(chrome, &format!("{base}/unfollow"), &format!("Unfollow {}", person.username), "secondary"))
+                    } @else {
+                        (button(chrome, &format!("{base}/follow"), &format!("Follow {}", person.username), "primary"))
+                    }
+                }
                 @if !person.bio.is_empty() { p.bio { (person.bio) } }
             }
             nav.tabs aria-label="Posts" {
@@ -303,9 +376,58 @@ pub fn profile(page: &ProfilePage<'_>) -> Markup {
     )
 }
 
-pub fn error(status: StatusCode, message: &str) -> Markup {
+/// Which of the two sign-in forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignIn {
+    Login,
+    Register,
+}
+
+/// The sign-in or sign-up form, again with what was typed (never the password) and the
+/// reason it was refused.
+pub fn sign_in(
+    chrome: &Chrome,
+    which: SignIn,
+    error: Option<&str>,
+    username: &str,
+    email: &str,
+) -> Markup {
+    let (title, action, other, other_label) = match which {
+        SignIn::Login => ("Sign in", "/login", "/register", "Need an account?"),
+        SignIn::Register => ("Sign up", "/register", "/login", "Have an account?"),
+    };
+    layout(
+        chrome,
+        title,
+        html! {
+            section.sign-in {
+                h1 { (title) }
+                p { a href=(other) { (other_label) } }
+                @if let Some(error) = error {
+                    p.error role="alert" { (error) }
+                }
+                form method="post" action=(action) {
+                    (csrf(chrome))
+                    @if which == SignIn::Register {
+                        label for="username" { "Username" }
+                        input #username name="username" type="text" required autocomplete="username" value=(username);
+                    }
+                    label for="email" { "Email" }
+                    input #email name="email" type="email" required autocomplete="email" value=(email);
+                    label for="password" { "Password" }
+                    input #password name="password" type="password" required
+                        autocomplete=(if which == SignIn::Login { "current-password" } else { "new-password" });
+                    button.primary type="submit" { (title) }
+                }
+            }
+        },
+    )
+}
+
+pub fn error(chrome: &Chrome, status: StatusCode, message: &str) -> Markup {
     let title = status.canonical_reason().unwrap_or("Error");
     layout(
+        chrome,
         title,
         html! {
             h1 { (status.as_u16()) " " (title) }
