@@ -440,6 +440,20 @@ async fn every_form_post_without_its_csrf_token_is_refused_and_changes_nothing()
             ],
         ),
         ("/logout".to_owned(), vec![]),
+        (
+            "/editor".to_owned(),
+            vec![("title", "Forged"), ("body", "x")],
+        ),
+        (
+            format!("/editor/{slug}"),
+            vec![("title", "Forged"), ("body", "x")],
+        ),
+        (format!("{article}/delete"), vec![]),
+        (
+            "/settings".to_owned(),
+            vec![("username", "mallory"), ("email", "bob@example.com")],
+        ),
+        ("/notifications/read".to_owned(), vec![]),
     ];
     for (path, fields) in &forms {
         // No token at all, and another browser's token.
@@ -464,5 +478,197 @@ async fn every_form_post_without_its_csrf_token_is_refused_and_changes_nothing()
     );
     let (status, _) = bob.get("/profile/eve").await;
     assert_eq!(status, 404);
+    let (status, _) = bob.get("/profile/mallory").await;
+    assert_eq!(status, 404);
+    let (_, home) = bob.get("/").await;
+    assert!(!home.contains("Forged"), "{home}");
     assert!(bob.cookies.contains_key("oba_session"));
+}
+
+#[tokio::test]
+async fn the_editor_publishes_edits_and_deletes_a_post_and_only_its_author_may() {
+    let app = TestSystem::start().await;
+    app.register("alice").await;
+    app.register("bob").await;
+    let mut bob = Visitor::new(&app);
+    bob.sign_in("bob").await;
+    let (status, form) = bob.get("/editor").await;
+    assert_eq!(status, 200);
+    assert!(form.contains(r#"name="csrf""#), "{form}");
+
+    // A refused post shows the form again, with what was typed and why.
+    let (status, _) = bob
+        .post("/editor", &[("title", ""), ("body", "kept")], true)
+        .await;
+    assert_eq!(status, 422);
+
+    let (status, to) = bob
+        .post(
+            "/editor",
+            &[
+                ("title", "From the editor"),
+                ("description", "d"),
+                ("body", "# Hi"),
+                ("tags", "one, two"),
+            ],
+            true,
+        )
+        .await;
+    assert_eq!((status, to.as_str()), (303, "/article/from-the-editor"));
+    let (_, page) = bob.get(&to).await;
+    assert!(
+        page.contains("<h1>Hi</h1>") && page.contains(r#"href="/?tag=two""#),
+        "{page}"
+    );
+    assert!(
+        page.contains("Delete post") && page.contains(r#"href="/editor/from-the-editor""#),
+        "{page}"
+    );
+
+    let mut alice = Visitor::new(&app);
+    alice.sign_in("alice").await;
+    let (_, page) = alice.get(&to).await;
+    assert!(!page.contains("Delete post"), "{page}");
+    let (status, _) = alice
+        .post(
+            "/editor/from-the-editor",
+            &[("title", "Hijacked"), ("body", "x")],
+            true,
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = alice
+        .post("/article/from-the-editor/delete", &[], true)
+        .await;
+    assert_eq!(status, 403);
+
+    let (status, to) = bob
+        .post(
+            "/editor/from-the-editor",
+            &[("title", "Renamed"), ("body", "# Hi"), ("tags", "one")],
+            true,
+        )
+        .await;
+    assert_eq!((status, to.as_str()), (303, "/article/renamed"));
+    let (status, to) = bob.post("/article/renamed/delete", &[], true).await;
+    assert_eq!((status, to.as_str()), (303, "/"));
+    let (status, _) = bob.get("/article/renamed").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn settings_change_the_profile_and_a_new_name_keeps_the_visitor_signed_in() {
+    let app = TestSystem::start().await;
+    app.register("bob").await;
+    let mut bob = Visitor::new(&app);
+    bob.sign_in("bob").await;
+    let (status, form) = bob.get("/settings").await;
+    assert_eq!(status, 200);
+    assert!(form.contains(r#"value="bob@example.com""#), "{form}");
+    let (status, to) = bob
+        .post(
+            "/settings",
+            &[
+                ("image", ""),
+                ("username", "robert"),
+                ("bio", "I write <b>things</b>"),
+                ("email", "bob@example.com"),
+                ("password", ""),
+            ],
+            true,
+        )
+        .await;
+    assert_eq!((status, to.as_str()), (303, "/profile/robert"));
+    let (_, profile) = bob.get("/profile/robert").await;
+    assert!(
+        profile.contains("I write &lt;b&gt;things&lt;/b&gt;"),
+        "{profile}"
+    );
+    // The header shows the new name: the session cookie holds the new token.
+    assert!(
+        profile.contains(r#"<a href="/profile/robert">robert</a>"#),
+        "{profile}"
+    );
+    // The password was left empty, so it is unchanged.
+    let mut again = Visitor::new(&app);
+    again.get("/login").await;
+    let (status, _) = again
+        .post(
+            "/login",
+            &[
+                ("email", "bob@example.com"),
+                ("password", "password-of-bob"),
+            ],
+            true,
+        )
+        .await;
+    assert_eq!(status, 303);
+}
+
+#[tokio::test]
+async fn notifications_are_listed_counted_in_the_badge_and_announced_live() {
+    let app = TestSystem::start().await;
+    let (alice, _) = app.register("alice").await;
+    let (bob, _) = app.register("bob").await;
+    let slug = write_post(&app, &alice, "Noticed", "x", &[]).await;
+    let mut visitor = Visitor::new(&app);
+    visitor.sign_in("alice").await;
+
+    // The badge's live stream, open before anything happens.
+    let live = visitor
+        .http
+        .get(format!("{}/notifications/live", app.url))
+        .header("cookie", visitor.cookie_header())
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(live.status(), 200);
+    assert!(
+        live.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/event-stream")
+    );
+    let mut live = live;
+
+    app.ok(Some(&bob), LIKE, json!({ "s": slug })).await;
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let mut seen = String::new();
+        while let Some(chunk) = live.chunk().await.expect("a chunk") {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("event: notification") {
+                return seen;
+            }
+        }
+        seen
+    })
+    .await
+    .expect("announced within 5 s");
+    assert!(heard.contains("event: notification"), "{heard}");
+
+    let (_, home) = visitor.get("/").await;
+    assert!(home.contains(r#"data-count="1""#), "{home}");
+    let (_, list) = visitor.get("/notifications").await;
+    assert!(
+        list.contains("liked your post") && list.contains(r#"href="/profile/bob""#),
+        "{list}"
+    );
+    assert!(
+        list.contains(&format!(r#"href="/article/{slug}""#)),
+        "{list}"
+    );
+    let (status, _) = visitor.post("/notifications/read", &[], true).await;
+    assert_eq!(status, 303);
+    let (_, home) = visitor.get("/").await;
+    assert!(home.contains(r#"data-count="0""#), "{home}");
+    drop(bob);
+
+    // Signed out, the stream is refused, not opened.
+    let anonymous = app
+        .http
+        .get(format!("{}/notifications/live", app.url))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(anonymous.status(), 401);
 }

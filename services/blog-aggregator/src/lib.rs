@@ -205,6 +205,7 @@ pub async fn app(config: &Config, bus: Option<Bus>) -> Result<ServiceApp, Config
         clients: clients.clone(),
         budgets: config.budgets,
         secure_cookies: config.web_secure_cookies,
+        live: state.live.clone(),
     });
     let rest = rest::router(rest::RestState {
         peers: state.peers.clone(),

@@ -7,6 +7,7 @@
 //! A page whose optional facts are missing (a service down) still renders, with those facts
 //! shown as unavailable; only what the page is about (the post, the profile) is required.
 
+mod forms;
 pub mod markdown;
 mod pages;
 pub mod session;
@@ -30,7 +31,6 @@ use crate::compose::{ApiError, BlogApi, Budgets, PostFacts, PostQuery, RequestSc
 use crate::peers::PeerChannels;
 use crate::viewer::Viewer;
 use pages::{Card, CommentView};
-use session::CheckedForm;
 
 /// Posts on a page of a list.
 const PAGE_SIZE: u32 = 20;
@@ -40,6 +40,9 @@ const COMMENTS_SHOWN: u32 = 100;
 const FORM_LIMIT_BYTES: usize = 256 * 1024;
 
 const STYLE: &str = include_str!("../../assets/web/style.css");
+const SCRIPT: &str = include_str!("../../assets/web/live.js");
+/// Notifications listed on their page (and the most the unread badge counts exactly).
+const NOTIFICATIONS_SHOWN: u32 = 20;
 
 /// Scripts, styles, images and form posts from this origin only; images may also come
 /// from https (profile pictures are URLs their owners chose).
@@ -55,23 +58,45 @@ pub struct WebState {
     pub budgets: Budgets,
     /// Whether the session cookie is `Secure` (sent over https only).
     pub secure_cookies: bool,
+    /// The caps on live streams, shared with GraphQL's subscriptions.
+    pub live: std::sync::Arc<crate::compose::live::LiveLimits>,
 }
 
 pub fn router(state: WebState) -> Router {
     Router::new()
         .route("/", get(home))
         .route("/article/{slug}", get(article))
-        .route("/article/{slug}/favorite", post(favorite))
-        .route("/article/{slug}/unfavorite", post(unfavorite))
-        .route("/article/{slug}/comments", post(add_comment))
-        .route("/article/{slug}/comments/{id}/delete", post(delete_comment))
+        .route("/article/{slug}/favorite", post(forms::favorite))
+        .route("/article/{slug}/unfavorite", post(forms::unfavorite))
+        .route("/article/{slug}/comments", post(forms::add_comment))
+        .route(
+            "/article/{slug}/comments/{id}/delete",
+            post(forms::delete_comment),
+        )
+        .route("/article/{slug}/delete", post(forms::delete_post))
+        .route(
+            "/editor",
+            get(forms::new_post_page).post(forms::create_post),
+        )
+        .route(
+            "/editor/{slug}",
+            get(forms::edit_post_page).post(forms::update_post),
+        )
         .route("/profile/{username}", get(profile))
-        .route("/profile/{username}/follow", post(follow))
-        .route("/profile/{username}/unfollow", post(unfollow))
-        .route("/login", get(login_page).post(login))
-        .route("/register", get(register_page).post(register))
-        .route("/logout", post(logout))
+        .route("/profile/{username}/follow", post(forms::follow))
+        .route("/profile/{username}/unfollow", post(forms::unfollow))
+        .route(
+            "/settings",
+            get(forms::settings_page).post(forms::update_settings),
+        )
+        .route("/notifications", get(notifications))
+        .route("/notifications/read", post(forms::mark_notifications_read))
+        .route("/notifications/live", get(live_notifications))
+        .route("/login", get(forms::login_page).post(forms::login))
+        .route("/register", get(forms::register_page).post(forms::register))
+        .route("/logout", post(forms::logout))
         .route("/web/style.css", get(style))
+        .route("/web/live.js", get(script))
         .with_state(state)
         .layer(axum::middleware::from_fn(session::csrf_cookie))
         .layer(RequestBodyLimitLayer::new(FORM_LIMIT_BYTES))
@@ -96,6 +121,17 @@ async fn secure_headers(mut response: Response) -> Response {
     response
 }
 
+async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        SCRIPT,
+    )
+        .into_response()
+}
+
 async fn style() -> Response {
     (
         [
@@ -115,12 +151,23 @@ pub struct Web {
     chrome: Chrome,
     verifier: TokenVerifier,
     secure_cookies: bool,
+    live: std::sync::Arc<crate::compose::live::LiveLimits>,
 }
 
-/// What the frame of every page needs: who is signed in, and the token its forms carry.
+/// What the frame of every page needs: who is signed in, the token its forms carry, and
+/// the signed-in visitor's unread notifications (None when unknown: signed out, a form's
+/// answer, or notification-service unavailable).
 pub struct Chrome {
     pub username: Option<String>,
     pub csrf: String,
+    pub unread: Option<Unread>,
+}
+
+/// Unread notifications: how many, up to [`NOTIFICATIONS_SHOWN`], and whether more.
+#[derive(Debug, Clone, Copy)]
+pub struct Unread {
+    pub count: usize,
+    pub more: bool,
 }
 
 impl FromRequestParts<WebState> for Web {
@@ -139,6 +186,7 @@ impl FromRequestParts<WebState> for Web {
                 .get::<session::CsrfToken>()
                 .map(|token| token.0.clone())
                 .unwrap_or_default(),
+            unread: None,
         };
         let write = parts.method != axum::http::Method::GET;
         let scope = RequestScope {
@@ -146,11 +194,25 @@ impl FromRequestParts<WebState> for Web {
             deadline: Some(state.budgets.deadline(write)),
             degraded: Default::default(),
         };
+        let api = BlogApi::new(state.peers.clone(), viewer, scope);
+        let mut chrome = chrome;
+        // A page shows the badge; a form's answer is a redirect and shows nothing.
+        if !write && chrome.username.is_some() {
+            chrome.unread = api
+                .notifications(NOTIFICATIONS_SHOWN, None, true)
+                .await
+                .ok()
+                .map(|page| Unread {
+                    count: page.notifications.len(),
+                    more: page.has_next_page,
+                });
+        }
         Ok(Self {
-            api: BlogApi::new(state.peers.clone(), viewer, scope),
+            api,
             chrome,
             verifier: state.verifier.clone(),
             secure_cookies: state.secure_cookies,
+            live: state.live.clone(),
         })
     }
 }
@@ -198,6 +260,7 @@ impl IntoResponse for WebError {
         let chrome = Chrome {
             username: None,
             csrf: String::new(),
+            unread: None,
         };
         (
             self.status,
@@ -358,185 +421,51 @@ async fn profile(web: Web, Path(username): Path<String>, query: ListQuery) -> We
     .into_response())
 }
 
-// ---- forms: each checks its CSRF token first, changes something, and redirects (303) to
-// the page that shows the change; a signed-out visitor is sent to sign in. ----
-
-/// Where a form's change is shown; `303 See Other`, so a reload does not post again.
-fn to(path: String) -> Response {
-    Redirect::to(&path).into_response()
-}
-
-/// The error of a write, or the sign-in page when the visitor is not signed in.
-fn refused(e: ApiError) -> Response {
-    if e.code == ErrorCode::Unauthenticated {
-        return Redirect::to("/login").into_response();
+async fn notifications(web: Web) -> WebResult<Response> {
+    if web.chrome.username.is_none() {
+        return Ok(Redirect::to("/login").into_response());
     }
-    WebError::from(e).into_response()
-}
-
-/// A form with no fields but its CSRF token.
-#[derive(Deserialize)]
-pub struct Empty {}
-
-fn article_path(slug: &str) -> String {
-    format!("/article/{}", pages::urlencode(slug))
-}
-
-async fn favorite(web: Web, Path(slug): Path<String>, _: CheckedForm<Empty>) -> Response {
-    match web.api.like(&slug).await {
-        Ok(post) => to(article_path(&post.slug)),
-        Err(e) => refused(e),
-    }
-}
-
-async fn unfavorite(web: Web, Path(slug): Path<String>, _: CheckedForm<Empty>) -> Response {
-    match web.api.unlike(&slug).await {
-        Ok(post) => to(article_path(&post.slug)),
-        Err(e) => refused(e),
-    }
-}
-
-#[derive(Deserialize)]
-pub struct CommentForm {
-    body: String,
-}
-
-async fn add_comment(
-    web: Web,
-    Path(slug): Path<String>,
-    CheckedForm(form): CheckedForm<CommentForm>,
-) -> Response {
-    match web.api.add_comment(&slug, form.body).await {
-        Ok(comment) => to(format!("{}#comment-{}", article_path(&slug), comment.id)),
-        Err(e) => refused(e),
-    }
-}
-
-async fn delete_comment(
-    web: Web,
-    Path((slug, id)): Path<(String, String)>,
-    _: CheckedForm<Empty>,
-) -> Response {
-    match web.api.delete_comment(&slug, &id).await {
-        Ok(_) => to(format!("{}#comments-title", article_path(&slug))),
-        Err(e) => refused(e),
-    }
-}
-
-fn profile_path(username: &str) -> String {
-    format!("/profile/{}", pages::urlencode(username))
-}
-
-async fn follow(web: Web, Path(username): Path<String>, _: CheckedForm<Empty>) -> Response {
-    match web.api.follow(&username).await {
-        Ok(_) => to(profile_path(&username)),
-        Err(e) => refused(e),
-    }
-}
-
-async fn unfollow(web: Web, Path(username): Path<String>, _: CheckedForm<Empty>) -> Response {
-    match web.api.unfollow(&username).await {
-        Ok(_) => to(profile_path(&username)),
-        Err(e) => refused(e),
-    }
-}
-
-// ---- signing in and out ----
-
-async fn login_page(web: Web) -> Response {
-    pages::sign_in(&web.chrome, pages::SignIn::Login, None, "", "").into_response()
-}
-
-async fn register_page(web: Web) -> Response {
-    pages::sign_in(&web.chrome, pages::SignIn::Register, None, "", "").into_response()
-}
-
-#[derive(Deserialize)]
-pub struct LoginForm {
-    email: String,
-    password: String,
-}
-
-#[derive(Deserialize)]
-pub struct RegisterForm {
-    username: String,
-    email: String,
-    password: String,
-}
-
-/// Signs the browser in with `session`'s token, or shows the form again with the error
-/// (never an error page: the visitor fixes the form and sends it again).
-fn signed_in(
-    web: &Web,
-    which: pages::SignIn,
-    session: Result<oba_proto::user::v1::Session, ApiError>,
-    username: &str,
-    email: &str,
-) -> Response {
-    let error = match session {
-        Ok(session) => {
-            // The cookie lives as long as the token it holds.
-            let max_age = web
-                .verifier
-                .verify(&session.token)
-                .map_or(0, |claims| claims.exp - chrono::Utc::now().timestamp());
-            return match session::session_cookie(&session.token, max_age, web.secure_cookies) {
-                Some(cookie) => ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response(),
-                None => WebError::new(StatusCode::INTERNAL_SERVER_ERROR, "unusable token")
-                    .into_response(),
-            };
-        }
-        Err(e) => e,
-    };
-    let status = match error.code {
-        ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::UNPROCESSABLE_ENTITY,
-    };
-    let message = match error.code {
-        ErrorCode::Unauthenticated => "Wrong email or password.".to_owned(),
-        ErrorCode::Internal => "Something went wrong on our side.".to_owned(),
-        _ => match &error.field {
-            Some(field) => format!("{field}: {}", error.message),
-            None => error.message,
-        },
-    };
-    (
-        status,
-        pages::sign_in(&web.chrome, which, Some(&message), username, email),
+    let api = &web.api;
+    let page = api.notifications(NOTIFICATIONS_SHOWN, None, false).await?;
+    api.prefetch_authors(page.notifications.iter().map(|n| n.actor_id.clone()))
+        .await?;
+    let views = try_join_all(
+        page.notifications
+            .into_iter()
+            .map(|notification| async move {
+                let actor = api.profile_by_id(&notification.actor_id).await?;
+                // The post may be gone since; the notification still shows, without its link.
+                let post = match notification.post_id.as_str() {
+                    "" => None,
+                    id => api.post_by_id(id).await?,
+                };
+                Ok::<_, ApiError>(pages::NotificationView {
+                    notification,
+                    actor,
+                    post,
+                })
+            }),
     )
-        .into_response()
+    .await?;
+    Ok(pages::notifications(&web.chrome, &views).into_response())
 }
 
-async fn login(web: Web, CheckedForm(form): CheckedForm<LoginForm>) -> Response {
-    let session = web.api.login(form.email.clone(), form.password).await;
-    signed_in(&web, pages::SignIn::Login, session, "", &form.email)
-}
-
-async fn register(web: Web, CheckedForm(form): CheckedForm<RegisterForm>) -> Response {
-    let session = web
-        .api
-        .register(form.username.clone(), form.email.clone(), form.password)
-        .await;
-    signed_in(
-        &web,
-        pages::SignIn::Register,
-        session,
-        &form.username,
-        &form.email,
-    )
-}
-
-async fn logout(web: Web, _: CheckedForm<Empty>) -> Response {
-    (
-        [(
-            header::SET_COOKIE,
-            session::cleared_session(web.secure_cookies),
-        )],
-        Redirect::to("/"),
-    )
-        .into_response()
+/// The signed-in visitor's new notifications as server-sent events (`notification`), for
+/// the unread badge; the same stream, and the same caps, as GraphQL's subscription.
+async fn live_notifications(web: Web) -> WebResult<Response> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures::StreamExt;
+    let (stream, permit) = web.api.watch_notifications(&web.live).await?;
+    let events = stream
+        .take_while(|next| std::future::ready(next.is_ok()))
+        .map(move |_| {
+            // Holds the stream's slot for as long as the stream is open.
+            let _open = &permit;
+            Ok::<_, std::convert::Infallible>(Event::default().event("notification").data("1"))
+        });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 #[cfg(test)]

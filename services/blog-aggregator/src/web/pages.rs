@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use oba_proto::comment::v1 as comment_pb;
 use oba_proto::like::v1 as like_pb;
+use oba_proto::notification::v1 as notification_pb;
 use oba_proto::post::v1 as post_pb;
 use oba_proto::user::v1 as user_pb;
 
@@ -67,6 +68,20 @@ fn button(chrome: &Chrome, action: &str, label: &str, class: &str) -> Markup {
     }
 }
 
+/// "Notifications" with the unread count, which `live.js` keeps up to date.
+fn notifications_link(chrome: &Chrome) -> Markup {
+    let (count, more) = chrome.unread.map_or((0, false), |u| (u.count, u.more));
+    html! {
+        a href="/notifications" {
+            "Notifications"
+            span #unread.badge data-count=(count) hidden[count == 0 && !more]
+                aria-label="unread" {
+                (count) @if more { "+" }
+            }
+        }
+    }
+}
+
 fn layout(chrome: &Chrome, title: &str, main: Markup) -> Markup {
     html! {
         (DOCTYPE)
@@ -76,6 +91,8 @@ fn layout(chrome: &Chrome, title: &str, main: Markup) -> Markup {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · oba" }
                 link rel="stylesheet" href="/web/style.css";
+                // Only for the unread badge; every page works without it.
+                @if chrome.username.is_some() { script src="/web/live.js" defer {} }
             }
             body {
                 a.skip href="#main" { "Skip to content" }
@@ -87,6 +104,9 @@ fn layout(chrome: &Chrome, title: &str, main: Markup) -> Markup {
                             @match &chrome.username {
                                 Some(username) => {
                                     li { a href="/?feed=1" { "Your feed" } }
+                                    li { a href="/editor" { "New post" } }
+                                    li { (notifications_link(chrome)) }
+                                    li { a href="/settings" { "Settings" } }
                                     li { a href={ "/profile/" (urlencode(username)) } { (username) } }
                                     li { (button(chrome, "/logout", "Sign out", "link")) }
                                 }
@@ -288,6 +308,13 @@ pub fn article(chrome: &Chrome, card: &Card, comments: Option<&[CommentView]>) -
                         time datetime=(datetime_attr(post.created_at.as_ref())) { (date(post.created_at.as_ref())) }
                     }
                     p.facts { (counts(card)) }
+                    @if viewer == Some(card.author.username.as_str()) {
+                        div.actions {
+                            a.edit href={ "/editor/" (urlencode(&post.slug)) } { "Edit" }
+                            " "
+                            (button(chrome, &format!("{path}/delete"), "Delete post", "secondary danger"))
+                        }
+                    }
                     @if viewer.is_some() && card.likes.is_some() {
                         @if liked {
                             (button(chrome, &format!("{path}/unfavorite"), "Unfavorite", "secondary"))
@@ -433,6 +460,126 @@ pub fn error(chrome: &Chrome, status: StatusCode, message: &str) -> Markup {
             h1 { (status.as_u16()) " " (title) }
             p { (message) }
             p { a href="/" { "Back to the home page" } }
+        },
+    )
+}
+
+/// What the editor shows: a new post (`slug` None) or the one being edited.
+pub struct Editor<'a> {
+    pub slug: Option<&'a str>,
+    pub title: &'a str,
+    pub description: &'a str,
+    pub body: &'a str,
+    pub tags: String,
+}
+
+pub fn editor(chrome: &Chrome, post: &Editor<'_>, error: Option<&str>) -> Markup {
+    let (heading, action) = match post.slug {
+        Some(slug) => ("Edit post", format!("/editor/{}", urlencode(slug))),
+        None => ("New post", "/editor".to_owned()),
+    };
+    layout(
+        chrome,
+        heading,
+        html! {
+            section.editor {
+                h1 { (heading) }
+                @if let Some(error) = error { p.error role="alert" { (error) } }
+                form method="post" action=(action) {
+                    (csrf(chrome))
+                    label for="title" { "Title" }
+                    input #title name="title" type="text" required value=(post.title);
+                    label for="description" { "What it is about" }
+                    input #description name="description" type="text" value=(post.description);
+                    label for="body" { "Body " small { "(Markdown)" } }
+                    textarea #body name="body" rows="14" required { (post.body) }
+                    label for="tags" { "Tags " small { "(separated by commas)" } }
+                    input #tags name="tags" type="text" value=(post.tags);
+                    button.primary type="submit" { "Publish" }
+                }
+            }
+        },
+    )
+}
+
+/// What the settings form shows.
+pub struct Settings<'a> {
+    pub image: &'a str,
+    pub username: &'a str,
+    pub bio: &'a str,
+    pub email: &'a str,
+}
+
+pub fn settings(chrome: &Chrome, me: &Settings<'_>, error: Option<&str>) -> Markup {
+    layout(
+        chrome,
+        "Settings",
+        html! {
+            section.editor {
+                h1 { "Your settings" }
+                @if let Some(error) = error { p.error role="alert" { (error) } }
+                form method="post" action="/settings" {
+                    (csrf(chrome))
+                    label for="image" { "Picture (an https URL)" }
+                    input #image name="image" type="url" value=(me.image);
+                    label for="username" { "Username" }
+                    input #username name="username" type="text" required autocomplete="username" value=(me.username);
+                    label for="bio" { "Bio" }
+                    textarea #bio name="bio" rows="5" { (me.bio) }
+                    label for="email" { "Email" }
+                    input #email name="email" type="email" required autocomplete="email" value=(me.email);
+                    label for="password" { "New password " small { "(leave empty to keep it)" } }
+                    input #password name="password" type="password" autocomplete="new-password";
+                    button.primary type="submit" { "Save" }
+                }
+            }
+        },
+    )
+}
+
+pub struct NotificationView {
+    pub notification: notification_pb::Notification,
+    pub actor: user_pb::Profile,
+    /// None when the notification is about no post, or its post is gone.
+    pub post: Option<post_pb::Post>,
+}
+
+fn what_happened(kind: i32) -> &'static str {
+    use notification_pb::Kind;
+    match Kind::try_from(kind) {
+        Ok(Kind::Followed) => "followed you",
+        Ok(Kind::Commented) => "commented on your post",
+        Ok(Kind::Liked) => "liked your post",
+        Ok(Kind::Published) => "published",
+        _ => "did something",
+    }
+}
+
+pub fn notifications(chrome: &Chrome, list: &[NotificationView]) -> Markup {
+    layout(
+        chrome,
+        "Notifications",
+        html! {
+            h1 { "Notifications" }
+            @if list.is_empty() {
+                p.empty { "Nothing yet." }
+            } @else {
+                (button(chrome, "/notifications/read", "Mark all as read", "secondary"))
+                ol.notifications {
+                    @for view in list {
+                        li.unread[!view.notification.read] {
+                            (author_link(&view.actor)) " " (what_happened(view.notification.kind))
+                            @if let Some(post) = &view.post {
+                                " " a href={ "/article/" (urlencode(&post.slug)) } { (post.title) }
+                            }
+                            " · "
+                            time datetime=(datetime_attr(view.notification.created_at.as_ref())) {
+                                (date(view.notification.created_at.as_ref()))
+                            }
+                        }
+                    }
+                }
+            }
         },
     )
 }
