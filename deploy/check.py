@@ -133,6 +133,9 @@ def main():
                     init = pod.get("initContainers", [{}])[0]
                     check(init.get("args") == ["migrate", name], f"{overlay}: {name} migrates first")
             if overlay == "overlays/prod":
+                edge = deployments["blog-aggregator"]["spec"]["template"]["spec"]["containers"][0]
+                check(all(e["name"] != "OBA_WEB_SECURE_COOKIES" for e in edge.get("env", [])),
+                      "prod: the session cookie stays Secure (the default)")
                 replicas = {n: d["spec"]["replicas"] for n, d in deployments.items()}
                 check(all(r >= 2 for r in replicas.values()), f"prod replicas {replicas}")
                 check("blog-aggregator" in by_kind.get("HorizontalPodAutoscaler", {}), "prod: edge autoscaled")
@@ -158,6 +161,9 @@ def main():
                     check(c.get("imagePullPolicy") == "Never", f"dev: {name} imagePullPolicy Never")
                     env = {e["name"]: e.get("value") for e in c.get("env", [])}
                     check(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") == "http://jaeger:4317", f"dev: {name} exports spans to Jaeger")
+                    # minikube's ingress is plain http: the session cookie cannot be Secure there.
+                    if name == "blog-aggregator":
+                        check(env.get("OBA_WEB_SECURE_COOKIES") == "false", "dev: the edge's session cookie works over http")
                 jaeger = by_kind.get("Service", {}).get("jaeger")
                 check(jaeger is not None and {p["port"] for p in jaeger["spec"]["ports"]} >= {4317, 16686},
                       "dev: Jaeger receives OTLP/gRPC and shows its UI")
@@ -166,8 +172,13 @@ def main():
             if ingress:
                 rule = ingress["spec"]["rules"][0]
                 paths = {p["path"]: p["backend"]["service"]["name"] for p in rule["http"]["paths"]}
-                check(rule["host"] == "oba.minikube.me" and paths == {p: "blog-aggregator" for p in ("/graphql", "/graphiql", "/api")},
+                public = ("/", "/graphql", "/graphiql", "/api", "/article", "/profile", "/editor",
+                          "/settings", "/notifications", "/login", "/register", "/logout", "/web")
+                check(rule["host"] == "oba.minikube.me" and paths == {p: "blog-aggregator" for p in public},
                       f"{overlay}: ingress routes {paths}")
+                # The root alone, not everything under it: probes, /metrics, /status stay inside.
+                root = [p for p in rule["http"]["paths"] if p["path"] == "/"]
+                check(len(root) == 1 and root[0]["pathType"] == "Exact", f"{overlay}: / is routed exactly")
 
         with open(os.path.join(deploy, "compose.yaml")) as f:
             compose = yaml.safe_load(f)["services"]

@@ -325,3 +325,183 @@ async fn the_web_pages_show_posts_and_no_planted_script_runs() {
     );
     browser.client.close().await.expect("session closed");
 }
+
+impl Browser {
+    /// Types `text` into the field `css`.
+    async fn fill(&self, css: &str, text: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .send_keys(text)
+            .await
+            .expect("typed");
+    }
+
+    async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .click()
+            .await
+            .expect("clicked");
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// Signs up through the form as `name`; lands on the home page, signed in.
+    async fn sign_up(&self, base: &str, name: &str) {
+        self.client
+            .goto(&format!("{base}/register"))
+            .await
+            .expect("sign-up page");
+        self.fill("#username", name).await;
+        self.fill("#email", &format!("{name}@example.com")).await;
+        self.fill("#password", &format!("password-of-{name}")).await;
+        self.click("form button[type=submit]").await;
+        self.until(
+            &format!("header a[href='/profile/{name}']"),
+            Some(1),
+            Duration::from_secs(5),
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+#[cfg_attr(not(oba_test_browser), ignore = "needs OBA_TEST_CHROMEDRIVER")]
+async fn an_author_and_a_reader_use_the_blog_in_two_browsers() {
+    let app = TestSystem::start().await;
+    let base = app.url.clone();
+    let alice = Browser::start().await;
+    let bob = Browser::start().await;
+    let wait = Duration::from_secs(5);
+
+    // Alice signs up and writes an article with Markdown and a tag.
+    alice.sign_up(&base, "alice").await;
+    alice.click("header a[href='/editor']").await;
+    alice.until("#title", Some(1), wait).await;
+    alice.fill("#title", "Browsers and Markdown").await;
+    alice.fill("#description", "an end-to-end check").await;
+    alice.fill("#body", "## A section\n\nIt *works*.").await;
+    alice.fill("#tags", "e2e").await;
+    alice.screenshot("web-editor").await;
+    alice.click(".editor button[type=submit]").await;
+    alice.until("article.post .body h2", Some(1), wait).await;
+    assert_eq!(alice.text("article.post .body h2").await, "A section");
+    alice.screenshot("web-article-by-its-author").await;
+    let article = alice.client.current_url().await.expect("url").to_string();
+
+    // It is on the home page and under its tag.
+    alice
+        .client
+        .goto(&format!("{base}/?tag=e2e"))
+        .await
+        .expect("tag page");
+    assert_eq!(alice.until("article.card", Some(1), wait).await, 1);
+    alice.client.goto(&base).await.expect("home");
+    assert_eq!(alice.until("article.card", Some(1), wait).await, 1);
+    // Alice stays on the home page; a marker shows whether it reloads.
+    alice
+        .client
+        .execute("window.__stayed = true; return true;", Vec::new())
+        .await
+        .expect("marker");
+    assert_eq!(alice.text("#unread").await, "");
+
+    // Bob signs up, favorites, comments and follows.
+    bob.sign_up(&base, "bob").await;
+    bob.client.goto(&article).await.expect("article");
+    bob.click("form[action$='/favorite'] button").await;
+    bob.until("form[action$='/unfavorite']", Some(1), wait)
+        .await;
+    assert_eq!(bob.text("article.post .likes").await, "1 like");
+    bob.fill("#comment-body", "A fine read.").await;
+    bob.click(".comment-form button[type=submit]").await;
+    bob.until(".comment", Some(1), wait).await;
+    assert!(bob.text(".comment .body").await.contains("A fine read."));
+    bob.screenshot("web-article-read-by-another").await;
+    bob.client
+        .goto(&format!("{base}/profile/alice"))
+        .await
+        .expect("profile");
+    bob.click("form[action='/profile/alice/follow'] button")
+        .await;
+    bob.until("form[action='/profile/alice/unfollow']", Some(1), wait)
+        .await;
+
+    // Alice's badge counts them as they happen, without a reload.
+    let started = Instant::now();
+    loop {
+        let badge = alice.text("#unread").await;
+        if badge.parse::<u32>().is_ok_and(|n| n >= 3) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "badge shows {badge:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stayed = alice
+        .client
+        .execute("return window.__stayed === true;", Vec::new())
+        .await
+        .expect("marker read");
+    assert_eq!(stayed, json!(true), "the page was reloaded");
+    alice.screenshot("web-badge").await;
+    alice.click("header a[href='/notifications']").await;
+    alice.until("ol.notifications li", Some(3), wait).await;
+    let list = alice.text("ol.notifications").await;
+    for what in ["liked your post", "commented on your post", "followed you"] {
+        assert!(list.contains(what), "{what} in {list}");
+    }
+    alice.screenshot("web-notifications").await;
+
+    // Alice edits the article, then deletes it.
+    alice.client.goto(&article).await.expect("article");
+    alice.click("a.edit").await;
+    alice.until("#title", Some(1), wait).await;
+    alice
+        .client
+        .find(Locator::Css("#title"))
+        .await
+        .expect("title")
+        .clear()
+        .await
+        .expect("cleared");
+    alice.fill("#title", "Browsers and Markdown, revised").await;
+    alice.click(".editor button[type=submit]").await;
+    alice.until("article.post h1", Some(1), wait).await;
+    assert_eq!(
+        alice.text("article.post h1").await,
+        "Browsers and Markdown, revised"
+    );
+    alice.click("form[action$='/delete'] button").await;
+    alice.until("#feed-title", Some(1), wait).await;
+    assert_eq!(alice.until("article.card", Some(0), wait).await, 0);
+
+    // Signing out and in again.
+    alice.click("form[action='/logout'] button").await;
+    alice.until("header a[href='/login']", Some(1), wait).await;
+    alice.click("header a[href='/login']").await;
+    alice.fill("#email", "alice@example.com").await;
+    alice.fill("#password", "password-of-alice").await;
+    alice.click("form button[type=submit]").await;
+    alice
+        .until("header a[href='/profile/alice']", Some(1), wait)
+        .await;
+    alice.screenshot("web-signed-in-again").await;
+
+    alice.client.close().await.expect("session closed");
+    bob.client.close().await.expect("session closed");
+}

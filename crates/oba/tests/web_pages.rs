@@ -632,6 +632,7 @@ async fn notifications_are_listed_counted_in_the_badge_and_announced_live() {
     let mut live = live;
 
     app.ok(Some(&bob), LIKE, json!({ "s": slug })).await;
+    // First the count as it is, then each new notification.
     let heard = tokio::time::timeout(std::time::Duration::from_secs(5), async {
         let mut seen = String::new();
         while let Some(chunk) = live.chunk().await.expect("a chunk") {
@@ -645,6 +646,7 @@ async fn notifications_are_listed_counted_in_the_badge_and_announced_live() {
     .await
     .expect("announced within 5 s");
     assert!(heard.contains("event: notification"), "{heard}");
+    assert!(heard.starts_with("event: unread\ndata: 0\n"), "{heard}");
 
     let (_, home) = visitor.get("/").await;
     assert!(home.contains(r#"data-count="1""#), "{home}");

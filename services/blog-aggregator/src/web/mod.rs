@@ -174,6 +174,31 @@ impl FromRequestParts<WebState> for Web {
     type Rejection = WebError;
 
     async fn from_request_parts(parts: &mut Parts, state: &WebState) -> Result<Self, WebError> {
+        let write = parts.method != axum::http::Method::GET;
+        // A page shows the badge; a form's answer is a redirect and shows nothing.
+        Ok(Self::of(parts, state, Some(state.budgets.deadline(write)), !write).await)
+    }
+}
+
+/// [`Web`] for a stream that stays open (the badge's events): no time budget (each call
+/// still has its channel's timeout), and no page around it.
+pub struct LiveWeb(Web);
+
+impl FromRequestParts<WebState> for LiveWeb {
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &WebState) -> Result<Self, WebError> {
+        Ok(Self(Web::of(parts, state, None, false).await))
+    }
+}
+
+impl Web {
+    async fn of(
+        parts: &Parts,
+        state: &WebState,
+        deadline: Option<std::time::Instant>,
+        with_badge: bool,
+    ) -> Self {
         let viewer = session::cookie(&parts.headers, session::SESSION_COOKIE)
             .and_then(|token| {
                 Viewer::from_authorization(Some(&format!("Bearer {token}")), &state.verifier).ok()
@@ -188,16 +213,14 @@ impl FromRequestParts<WebState> for Web {
                 .unwrap_or_default(),
             unread: None,
         };
-        let write = parts.method != axum::http::Method::GET;
         let scope = RequestScope {
             client: state.clients.client(&parts.headers, &parts.extensions),
-            deadline: Some(state.budgets.deadline(write)),
+            deadline,
             degraded: Default::default(),
         };
         let api = BlogApi::new(state.peers.clone(), viewer, scope);
         let mut chrome = chrome;
-        // A page shows the badge; a form's answer is a redirect and shows nothing.
-        if !write && chrome.username.is_some() {
+        if with_badge && chrome.username.is_some() {
             chrome.unread = api
                 .notifications(NOTIFICATIONS_SHOWN, None, true)
                 .await
@@ -207,13 +230,13 @@ impl FromRequestParts<WebState> for Web {
                     more: page.has_next_page,
                 });
         }
-        Ok(Self {
+        Self {
             api,
             chrome,
             verifier: state.verifier.clone(),
             secure_cookies: state.secure_cookies,
             live: state.live.clone(),
-        })
+        }
     }
 }
 
@@ -450,20 +473,36 @@ async fn notifications(web: Web) -> WebResult<Response> {
     Ok(pages::notifications(&web.chrome, &views).into_response())
 }
 
-/// The signed-in visitor's new notifications as server-sent events (`notification`), for
-/// the unread badge; the same stream, and the same caps, as GraphQL's subscription.
-async fn live_notifications(web: Web) -> WebResult<Response> {
+/// The signed-in visitor's unread count as server-sent events, for the badge: first
+/// `unread` (the count now, `20+` past [`NOTIFICATIONS_SHOWN`]), then a `notification` for
+/// each new one, from the same notification stream, and under the same caps, as GraphQL's
+/// subscription. Starting with the count makes a reconnect (the script closes the stream
+/// while its tab is hidden) show the truth again.
+async fn live_notifications(LiveWeb(web): LiveWeb) -> WebResult<Response> {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use futures::StreamExt;
+    // Watching first, counting second: a notification in between is counted twice at
+    // worst (until the next page), never missed.
     let (stream, permit) = web.api.watch_notifications(&web.live).await?;
+    let unread = web
+        .api
+        .notifications(NOTIFICATIONS_SHOWN, None, true)
+        .await?;
+    let count = match unread.has_next_page {
+        true => format!("{}+", unread.notifications.len()),
+        false => unread.notifications.len().to_string(),
+    };
+    let first = futures::stream::once(std::future::ready(Ok::<_, std::convert::Infallible>(
+        Event::default().event("unread").data(count),
+    )));
     let events = stream
         .take_while(|next| std::future::ready(next.is_ok()))
         .map(move |_| {
             // Holds the stream's slot for as long as the stream is open.
             let _open = &permit;
-            Ok::<_, std::convert::Infallible>(Event::default().event("notification").data("1"))
+            Ok(Event::default().event("notification").data("1"))
         });
-    Ok(Sse::new(events)
+    Ok(Sse::new(first.chain(events))
         .keep_alive(KeepAlive::default())
         .into_response())
 }
