@@ -637,6 +637,10 @@ impl BlogApi {
     /// The `first` trending posts, best first; None when rank-service is unavailable
     /// (trending is optional).
     pub async fn trending(&self, first: u32) -> ApiResult<Option<Vec<post_pb::Post>>> {
+        if let Some(posts) = self.model().trending(first) {
+            return Ok(Some(posts));
+        }
+        let ticket = self.model().trending_ticket();
         let ranked = self
             .peers
             .ranks
@@ -669,7 +673,9 @@ impl BlogApi {
             .map(|p| (p.id.clone(), p))
             .collect();
         // In rank order; a post deleted since it was ranked is left out.
-        Ok(Some(ids.iter().filter_map(|id| by_id.remove(id)).collect()))
+        let posts: Vec<post_pb::Post> = ids.iter().filter_map(|id| by_id.remove(id)).collect();
+        self.model().fill_trending(ticket, first, &posts);
+        Ok(Some(posts))
     }
 
     pub async fn notifications(

@@ -142,6 +142,18 @@ impl Weight for Vec<String> {
     }
 }
 
+impl Weight for Vec<post_pb::Post> {
+    fn weight(&self) -> usize {
+        self.iter().map(Weight::weight).sum()
+    }
+}
+
+impl Weight for u32 {
+    fn weight(&self) -> usize {
+        4
+    }
+}
+
 impl Weight for ViewerSet {
     fn weight(&self) -> usize {
         self.iter().map(Weight::weight).sum()
@@ -277,6 +289,10 @@ impl<K: Hash + Eq + Clone + Weight, V: Clone + Weight> Table<K, V> {
     }
 }
 
+/// The longest the trending list is kept: the ranking moves with every like, comment and
+/// view, and nothing tells this model when rank-service has applied them.
+pub const TRENDING_MAX_AGE: Duration = Duration::from_secs(1);
+
 /// The post cards' facts, shared by every request of one edge replica.
 pub struct ReadModel {
     serving: AtomicBool,
@@ -288,6 +304,8 @@ pub struct ReadModel {
     comment_pages: Table<CommentPageKey, comment_pb::CommentPage>,
     /// The tag list (one entry).
     tags: Table<(), Vec<String>>,
+    /// The trending posts, by how many were asked for; kept [`TRENDING_MAX_AGE`] at most.
+    trending: Table<u32, Vec<post_pb::Post>>,
     like_counts: Table<String, u64>,
     comment_counts: Table<String, u64>,
     /// Whom each viewer follows, by viewer id.
@@ -317,6 +335,11 @@ impl ReadModel {
             profiles_by_name: Table::new("profiles_by_name", entries, small),
             comment_pages: Table::new("comment_pages", entries, large),
             tags: Table::new("tags", NonZeroUsize::MIN, small),
+            trending: Table::new(
+                "trending",
+                NonZeroUsize::new(8).unwrap_or(NonZeroUsize::MIN),
+                small,
+            ),
             like_counts: Table::new("like_counts", entries, small),
             comment_counts: Table::new("comment_counts", entries, small),
             following: Table::new("following", viewers, small),
@@ -470,6 +493,27 @@ impl ReadModel {
         self.comment_pages.fill(ticket, [(key, page.clone())]);
     }
 
+    /// The `first` trending posts as ranked at most [`TRENDING_MAX_AGE`] ago. The ranking is
+    /// rank-service's projection, which changes with every like, comment and view it applies
+    /// after this model hears of them: only time bounds its staleness, not events.
+    pub fn trending(&self, first: u32) -> Option<Vec<post_pb::Post>> {
+        if !self.serving() {
+            return None;
+        }
+        let found = self
+            .trending
+            .get(&first, TRENDING_MAX_AGE.min(self.max_age));
+        self.count(self.trending.name, found)
+    }
+
+    pub fn trending_ticket(&self) -> Ticket {
+        self.trending.ticket()
+    }
+
+    pub fn fill_trending(&self, ticket: Ticket, first: u32, posts: &[post_pb::Post]) {
+        self.trending.fill(ticket, [(first, posts.to_vec())]);
+    }
+
     pub fn tags(&self) -> Option<Vec<String>> {
         self.lookup(&self.tags, &())
     }
@@ -556,6 +600,8 @@ impl ReadModel {
         self.pages.clear();
         self.posts.forget_where(|_, post| post.id == post_id);
         self.tags.clear();
+        // Its title or slug, or itself, may be among them.
+        self.trending.clear();
     }
 
     pub fn post_deleted(&self, post_id: &str) {
@@ -596,6 +642,7 @@ impl ReadModel {
         self.profiles_by_name.clear();
         self.comment_pages.clear();
         self.tags.clear();
+        self.trending.clear();
         self.like_counts.clear();
         self.comment_counts.clear();
         self.following.clear();
@@ -751,6 +798,35 @@ mod tests {
         let (found, missing) = model.like_counts(&["p1".into()]);
         assert!(found.is_empty());
         assert_eq!(missing, vec!["p1".to_owned()]);
+    }
+
+    #[test]
+    fn trending_is_kept_a_second_at_most_and_forgotten_when_a_post_goes() {
+        let model = model();
+        let post = post_pb::Post {
+            id: "p1".into(),
+            ..Default::default()
+        };
+        let ticket = model.trending_ticket();
+        model.fill_trending(ticket, 5, std::slice::from_ref(&post));
+        assert_eq!(model.trending(5), Some(vec![post.clone()]));
+        assert_eq!(model.trending(10), None);
+        // A like does not forget it (rank-service applies it later; time bounds that) ...
+        model.apply(&liked("p1"));
+        assert_eq!(model.trending(5), Some(vec![post.clone()]));
+        // ... a deletion does, and after a second it is asked for again anyway.
+        model.apply(&envelope(
+            "post.deleted",
+            event_pb::PostDeleted {
+                post_id: "p1".into(),
+                ..Default::default()
+            },
+        ));
+        assert_eq!(model.trending(5), None);
+        let ticket = model.trending_ticket();
+        model.fill_trending(ticket, 5, &[post]);
+        std::thread::sleep(TRENDING_MAX_AGE + Duration::from_millis(50));
+        assert_eq!(model.trending(5), None);
     }
 
     #[test]
