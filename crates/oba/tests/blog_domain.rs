@@ -517,17 +517,6 @@ async fn deleting_a_post_removes_its_comments_and_likes(app: TestSystem) {
     assert_eq!(counts.counts.get(&post_id), None);
 }
 
-/// How many times post-service was asked about posts by id (`ListPosts`).
-async fn posts_listed(app: &TestSystem) -> u64 {
-    let text = app
-        .metrics(&format!("http://{}", app.addr(Service::PostService)))
-        .await;
-    text.lines()
-        .filter(|l| l.starts_with("oba_grpc_requests_total{") && l.contains("/ListPosts\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 async fn a_post_is_asked_about_once_and_not_liked_once_deleted(app: TestSystem) {
     use oba_proto::like::v1::{LikeRequest, like_service_client::LikeServiceClient};
 
@@ -551,10 +540,13 @@ async fn a_post_is_asked_about_once_and_not_liked_once_deleted(app: TestSystem) 
     };
     likes.like(like(&bob)).await.expect("a like");
     // like-service knows the post's author now: liking again, or unliking, asks nobody.
-    let asked = posts_listed(&app).await;
+    let asked = app.grpc_calls(Service::PostService, "ListPosts").await;
     likes.unlike(like(&bob)).await.expect("an unlike");
     likes.like(like(&bob)).await.expect("a like again");
-    assert_eq!(posts_listed(&app).await, asked);
+    assert_eq!(
+        app.grpc_calls(Service::PostService, "ListPosts").await,
+        asked
+    );
 
     app.ok(Some(&alice), DELETE_POST, json!({ "s": "ephemeral" }))
         .await;

@@ -206,6 +206,25 @@ async fn the_status_page_shows_every_service_healthy_then_one_down() {
     );
     let shot = browser.screenshot("status-like-service-down").await;
     eprintln!("screenshot: {}", shot.display());
+
+    // The web pages still render without like-service, and say what is missing.
+    let (token, _) = app.register("writer").await;
+    app.create_post(&token, "Written while likes are down", &[])
+        .await;
+    browser.client.goto(&app.url).await.expect("home opens");
+    browser
+        .until("article.card", Some(1), Duration::from_secs(5))
+        .await;
+    let likes = browser
+        .client
+        .find(Locator::Css("article.card .likes"))
+        .await
+        .expect("the like count's place")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(likes, "likes unavailable");
+    browser.screenshot("web-home-like-service-down").await;
     browser.client.close().await.expect("session closed");
 }
 

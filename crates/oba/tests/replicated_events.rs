@@ -48,6 +48,19 @@ async fn delete_stream(namespace: &str) {
         .await;
 }
 
+/// Publishes one event of each type in `events`, in order, each with an id of its own.
+async fn publish_each(bus: &Bus, namespace: &str, events: &[&str]) {
+    for event in events {
+        bus.publish(
+            &format!("{namespace}.{event}"),
+            &uuid::Uuid::now_v7().to_string(),
+            Bytes::from_static(b"x"),
+        )
+        .await
+        .expect("publish");
+    }
+}
+
 async fn bus(namespace: &str) -> Bus {
     std::sync::Arc::new(
         NatsBus::connect(&Setting::new("OBA_BUS_URL", nats_url()), namespace)
@@ -179,15 +192,12 @@ async fn a_consumer_receives_only_its_subjects() {
     let mut deliveries = bus.subscribe("notify", wanted.to_vec());
     // The consumers exist once the bus has connected and made them; give it a moment.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for event in ["post.liked", "post.viewed", "user.followed", "post.unliked"] {
-        bus.publish(
-            &format!("{namespace}.{event}"),
-            &uuid::Uuid::now_v7().to_string(),
-            Bytes::from_static(b"x"),
-        )
-        .await
-        .expect("publish");
-    }
+    publish_each(
+        &bus,
+        &namespace,
+        &["post.liked", "post.viewed", "user.followed", "post.unliked"],
+    )
+    .await;
     let mut received = BTreeSet::new();
     while let Ok(Some(delivery)) =
         tokio::time::timeout(Duration::from_secs(3), deliveries.recv()).await
@@ -213,15 +223,12 @@ async fn a_consumers_lag_is_what_it_has_not_acked() {
     ];
     let mut deliveries = bus.subscribe("rank", wanted.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for event in ["post.liked", "post.viewed", "user.followed", "post.liked"] {
-        bus.publish(
-            &format!("{namespace}.{event}"),
-            &uuid::Uuid::now_v7().to_string(),
-            Bytes::from_static(b"x"),
-        )
-        .await
-        .expect("publish");
-    }
+    publish_each(
+        &bus,
+        &namespace,
+        &["post.liked", "post.viewed", "user.followed", "post.liked"],
+    )
+    .await;
     let lag_becomes = |expected: u64| {
         let (bus, wanted) = (bus.clone(), wanted.clone());
         async move {

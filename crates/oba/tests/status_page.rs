@@ -124,21 +124,10 @@ async fn every_service_reports_health_version_and_the_calls_it_served() {
     );
 }
 
-/// How many times post-service was asked for its metrics.
-async fn metrics_asked(app: &TestSystem) -> u64 {
-    let text = app
-        .metrics(&format!("http://{}", app.addr(Service::PostService)))
-        .await;
-    text.lines()
-        .filter(|l| l.starts_with("oba_grpc_requests_total{") && l.contains("/GetMetrics\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 #[tokio::test]
 async fn polling_the_status_as_often_as_one_likes_asks_the_services_once_a_second() {
     let app = TestSystem::start().await;
-    let before = metrics_asked(&app).await;
+    let before = app.grpc_calls(Service::PostService, "GetMetrics").await;
     let started = Instant::now();
     let polls = (0..50).map(|_| status(&app));
     let reports = futures::future::join_all(polls).await;
@@ -151,7 +140,7 @@ async fn polling_the_status_as_often_as_one_likes_asks_the_services_once_a_secon
             .iter()
             .all(|r| r["services"].as_array().is_some_and(|s| s.len() == 7))
     );
-    let asked = metrics_asked(&app).await - before;
+    let asked = app.grpc_calls(Service::PostService, "GetMetrics").await - before;
     // 70 polls: one look, plus one per further second they took.
     assert!(asked >= 1, "never asked");
     assert!(

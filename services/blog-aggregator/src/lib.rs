@@ -274,3 +274,18 @@ fn service_credential(
     }
     Credential::bearer(token).ok_or_else(|| file.problem("not a valid service credential"))
 }
+
+/// A file compiled into the binary (a page's script or stylesheet), served as `content_type`
+/// with `nosniff`: the browser takes it as what it is said to be, never as something else.
+pub(crate) fn asset(content_type: &'static str, body: &'static str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}

@@ -70,25 +70,11 @@ async fn page() -> Response {
 }
 
 async fn script() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        SCRIPT,
-    )
-        .into_response()
+    crate::asset("text/javascript; charset=utf-8", SCRIPT)
 }
 
 async fn style() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        STYLE,
-    )
-        .into_response()
+    crate::asset("text/css; charset=utf-8", STYLE)
 }
 
 async fn figures(State(state): State<StatusState>) -> Response {

@@ -205,6 +205,19 @@ impl TestSystem {
     }
 
     /// The `/metrics` text of the service at `base` (`http://host:port`).
+    /// How many calls `service` has answered to its gRPC method named `method` (the end
+    /// of its path, e.g. `ListPosts`), from its metrics.
+    pub async fn grpc_calls(&self, service: Service, method: &str) -> u64 {
+        let text = self
+            .metrics(&format!("http://{}", self.addr(service)))
+            .await;
+        let method = format!("/{method}\"");
+        text.lines()
+            .filter(|l| l.starts_with("oba_grpc_requests_total{") && l.contains(&method))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     pub async fn metrics(&self, base: &str) -> String {
         self.http
             .get(format!("{base}/metrics"))

@@ -122,25 +122,11 @@ async fn secure_headers(mut response: Response) -> Response {
 }
 
 async fn script() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=300"),
-        ],
-        SCRIPT,
-    )
-        .into_response()
+    crate::asset("text/javascript; charset=utf-8", SCRIPT)
 }
 
 async fn style() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=300"),
-        ],
-        STYLE,
-    )
-        .into_response()
+    crate::asset("text/css; charset=utf-8", STYLE)
 }
 
 /// The composition for a page, and what every page shows of the visit: its viewer is the
