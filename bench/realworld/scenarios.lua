@@ -37,6 +37,11 @@ request = function()
     return wrk.format("GET", api .. "/tags")
   elseif scenario == "profile" then
     return wrk.format("GET", api .. "/profiles/" .. users[math.random(#users)])
+  elseif scenario == "web_home" then
+    -- oba's own web pages (not RealWorld): the home page of 20 posts, signed in.
+    return wrk.format("GET", "/", { ["Cookie"] = "oba_session=" .. (token or "") })
+  elseif scenario == "web_article" then
+    return wrk.format("GET", "/article/" .. slug, { ["Cookie"] = "oba_session=" .. (token or "") })
   elseif scenario == "favorite" then
     -- A favorite, then the unfavorite of the same article: the pair is two writes.
     if favorited then
