@@ -280,10 +280,10 @@ async fn unknown_paths_are_404_and_never_become_metric_labels(app: TestSystem) {
     let post_service = format!("http://{}", app.addr(Service::PostService));
     for base in [&edge, &post_service] {
         for path in [
-            "/",
             "/nope",
             "/oba.post.v1.PostService/Nope",
             "/%22quoted%22",
+            "/article/x/y/z",
         ] {
             let response = app
                 .http
@@ -294,6 +294,26 @@ async fn unknown_paths_are_404_and_never_become_metric_labels(app: TestSystem) {
             assert_eq!(response.status(), 404, "{base}{path}");
         }
     }
+    // The root is the edge's home page, and nothing on a service.
+    let root = |base: &str| app.http.get(format!("{base}/")).send();
+    assert_eq!(root(&edge).await.expect("sent").status(), 200);
+    assert_eq!(root(&post_service).await.expect("sent").status(), 404);
+    // The edge counts its requests by route template: unknown paths are no label at all.
+    let edge_metrics = app.metrics(&edge).await;
+    let routes: Vec<&str> = edge_metrics
+        .lines()
+        .filter(|l| l.starts_with("oba_http_requests_total{"))
+        .collect();
+    assert!(
+        routes
+            .iter()
+            .all(|l| !l.contains("nope") && !l.contains("quoted") && !l.contains("x/y")),
+        "{routes:#?}"
+    );
+    assert!(
+        routes.iter().any(|l| l.contains("route=\"GET /\"")),
+        "{routes:#?}"
+    );
     // Made-up gRPC methods, by the hundred: UNIMPLEMENTED, and counted as `other`.
     let channel = tonic::transport::Channel::from_shared(post_service.clone())
         .expect("url")

@@ -257,11 +257,17 @@ fn up_prints_its_urls_and_exits_zero_on_sigterm() {
         .expect("spawn");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let mut lines = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         let mut line = String::new();
         stdout.read_line(&mut line).expect("read");
         lines.push(line);
     }
+    // The web pages' address comes first, right under the headline.
+    let web = lines[1].trim().strip_prefix("Web:").map(str::trim);
+    assert!(
+        web.is_some_and(|url| url.starts_with("http://") && url.ends_with('/')),
+        "{lines:?}"
+    );
     let graphql = lines
         .iter()
         .find_map(|l| l.trim().strip_prefix("GraphQL:"))
