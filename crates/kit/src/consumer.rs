@@ -290,10 +290,21 @@ async fn consume<P: Projection>(
     m: &ConsumerMetrics,
     batch: Vec<Delivery>,
 ) {
-    let mut decoded = Vec::with_capacity(batch.len());
+    let label = |envelope: &Envelope| EventTypeLabel {
+        event_type: envelope.r#type.clone(),
+    };
+    // Side by side, so that the batch is applied from the envelopes without copying them.
+    let mut deliveries = Vec::with_capacity(batch.len());
+    let mut envelopes = Vec::with_capacity(batch.len());
     for delivery in batch {
         match Envelope::decode(delivery.payload.clone()) {
-            Ok(envelope) => decoded.push((delivery, envelope)),
+            Ok(envelope) => {
+                if delivery.redelivered {
+                    m.redelivered.get_or_create(&label(&envelope)).inc();
+                }
+                deliveries.push(delivery);
+                envelopes.push(envelope);
+            }
             Err(e) => {
                 // Retrying cannot fix a message that does not decode: log it and move on.
                 tracing::error!(subject = %delivery.subject, error = %e, "undecodable event dropped");
@@ -301,15 +312,6 @@ async fn consume<P: Projection>(
             }
         }
     }
-    let label = |envelope: &Envelope| EventTypeLabel {
-        event_type: envelope.r#type.clone(),
-    };
-    for (delivery, envelope) in &decoded {
-        if delivery.redelivered {
-            m.redelivered.get_or_create(&label(envelope)).inc();
-        }
-    }
-    let envelopes: Vec<Envelope> = decoded.iter().map(|(_, e)| e.clone()).collect();
     let together = match envelopes.len() {
         0 | 1 => None,
         n => handle_together(db, projection, &envelopes)
@@ -328,7 +330,7 @@ async fn consume<P: Projection>(
             outcomes
         }
     };
-    for ((delivery, envelope), outcome) in decoded.into_iter().zip(outcomes) {
+    for ((delivery, envelope), outcome) in deliveries.into_iter().zip(&envelopes).zip(outcomes) {
         match outcome {
             Ok(outcome) => {
                 let counter = if outcome == Handled::Applied {
@@ -336,7 +338,7 @@ async fn consume<P: Projection>(
                 } else {
                     &m.duplicates
                 };
-                counter.get_or_create(&label(&envelope)).inc();
+                counter.get_or_create(&label(envelope)).inc();
                 if let Err(e) = delivery.ack().await {
                     // Unacked, it comes again, and is then a duplicate: nothing is lost or doubled.
                     tracing::warn!(error = %e, "ack failed");
