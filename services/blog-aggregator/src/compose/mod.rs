@@ -43,8 +43,8 @@ use crate::peers::{PeerChannels, Peers};
 use crate::viewer::Viewer;
 pub use error::{ApiError, ApiResult};
 use loaders::{
-    CommentCountLoader, FirstCommentsLoader, LikeLoader, LoaderContext, ProfileLoader,
-    first_comments_key,
+    CommentCountLoader, FirstCommentsLoader, LikeLoader, LoaderContext, ModelledLoader,
+    ProfileLoader, first_comments_key,
 };
 use read_model::{CommentPageKey, PageKey, ReadModel};
 
@@ -177,9 +177,9 @@ pub struct BlogApi {
     /// When the request's time budget ends: no internal call outlives it.
     deadline: Option<Instant>,
     degraded: Degraded,
-    profiles: Cached<ProfileLoader>,
-    likes: Cached<LikeLoader>,
-    comment_counts: Cached<CommentCountLoader>,
+    profiles: ModelledLoader<ProfileLoader>,
+    likes: ModelledLoader<LikeLoader>,
+    comment_counts: ModelledLoader<CommentCountLoader>,
     first_comments: Cached<FirstCommentsLoader>,
     /// What the loaders share: the viewer's sets come from it too.
     context: LoaderContext,
@@ -201,9 +201,9 @@ impl BlogApi {
         };
         let peers = context.peers.clone();
         Self {
-            profiles: cached(ProfileLoader(context.clone())),
-            likes: cached(LikeLoader(context.clone())),
-            comment_counts: cached(CommentCountLoader(context.clone())),
+            profiles: ModelledLoader::new(ProfileLoader(context.clone())),
+            likes: ModelledLoader::new(LikeLoader(context.clone())),
+            comment_counts: ModelledLoader::new(CommentCountLoader(context.clone())),
             context,
             first_comments: cached(FirstCommentsLoader {
                 peers: peers.clone(),
@@ -331,7 +331,7 @@ impl BlogApi {
             .update_user(request)
             .await?
             .into_inner();
-        self.profiles.clear::<String>();
+        self.profiles.clear();
         if let Some(user) = &session.user {
             self.model().profile_changed(&user.id);
         }
@@ -371,7 +371,7 @@ impl BlogApi {
         if let Some(viewer) = &self.context.viewer {
             self.model().follows_changed(viewer);
         }
-        self.profiles.clear::<String>();
+        self.profiles.clear();
         Ok(profile)
     }
 
@@ -387,7 +387,7 @@ impl BlogApi {
         if let Some(viewer) = &self.context.viewer {
             self.model().follows_changed(viewer);
         }
-        self.profiles.clear::<String>();
+        self.profiles.clear();
         Ok(profile)
     }
 
@@ -588,8 +588,8 @@ impl BlogApi {
             .await?
             .into_inner();
         self.model().post_deleted(&post.id);
-        self.likes.clear::<String>();
-        self.comment_counts.clear::<String>();
+        self.likes.clear();
+        self.comment_counts.clear();
         self.first_comments.clear::<String>();
         let service = self.channels.as_service(self.deadline);
         let (mut comments, mut likes) = (service.comments, service.likes);
@@ -776,7 +776,7 @@ impl BlogApi {
         if let Some(viewer) = &self.context.viewer {
             self.model().likes_changed(&post.id, viewer);
         }
-        self.likes.clear::<String>();
+        self.likes.clear();
         self.likes.feed_one(post.id.clone(), summary).await;
     }
 
@@ -837,7 +837,7 @@ impl BlogApi {
             .await?
             .into_inner();
         self.model().comments_changed(&comment.post_id);
-        self.comment_counts.clear::<String>();
+        self.comment_counts.clear();
         self.first_comments.clear::<String>();
         Ok(comment)
     }
@@ -859,7 +859,7 @@ impl BlogApi {
             .await?
             .into_inner();
         self.model().comments_changed(&comment.post_id);
-        self.comment_counts.clear::<String>();
+        self.comment_counts.clear();
         self.first_comments.clear::<String>();
         Ok(comment)
     }
