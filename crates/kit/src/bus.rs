@@ -530,8 +530,61 @@ pub fn readiness(bus: Bus) -> crate::server::ReadinessCheck {
     })
 }
 
+/// Under load, the shortest time between two rounds of work that each end in a commit: the
+/// outbox relay's publishing and a consumer's applying. A round then carries what arrived in
+/// those milliseconds, in one transaction, instead of a commit per event (on PostgreSQL a
+/// commit is round trips and a WAL flush). It is also the most an event waits for it.
+pub const GATHER: Duration = Duration::from_millis(5);
+
+/// Paces rounds to one per [`GATHER`]: a round right after another waits out the rest of it;
+/// the first round after a pause starts at once.
+#[derive(Debug)]
+pub struct Pace {
+    every: Duration,
+    last: Option<tokio::time::Instant>,
+}
+
+impl Pace {
+    pub fn new(every: Duration) -> Self {
+        Self { every, last: None }
+    }
+
+    /// Waits until `every` has passed since the previous round began, then begins one.
+    pub async fn next_round(&mut self) {
+        if let Some(last) = self.last {
+            tokio::time::sleep_until(last + self.every).await;
+        }
+        self.last = Some(tokio::time::Instant::now());
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[tokio::test(start_paused = true)]
+    async fn a_round_right_after_another_waits_out_the_gather() {
+        let mut pace = Pace::new(GATHER);
+        let start = tokio::time::Instant::now();
+        pace.next_round().await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "the first round goes at once"
+        );
+        tokio::time::advance(Duration::from_millis(1)).await;
+        pace.next_round().await;
+        assert_eq!(start.elapsed(), GATHER);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_round_after_a_pause_goes_at_once() {
+        let mut pace = Pace::new(GATHER);
+        pace.next_round().await;
+        tokio::time::advance(GATHER * 3).await;
+        let resumed = tokio::time::Instant::now();
+        pace.next_round().await;
+        assert_eq!(resumed.elapsed(), Duration::ZERO);
+    }
+
     use super::*;
 
     #[test]

@@ -7,6 +7,8 @@
 //! Under load, deliveries already waiting are applied together, up to [`BATCH_MAX`] in one
 //! transaction (a commit per event was most of a projection's cost); a batch that fails is
 //! applied again one event at a time, so one event that cannot be applied holds up no other.
+//! Under load a batch is taken at most every [`GATHER`], so that batches are of those
+//! milliseconds' events rather than of one.
 
 use std::time::Duration;
 
@@ -24,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ServiceError;
 use tokio::sync::mpsc;
 
-use crate::bus::{Bus, Delivery};
+use crate::bus::{Bus, Delivery, GATHER, Pace};
 use crate::metrics::Metrics;
 use crate::outbox::EventTypeLabel;
 use oba_proto::event::v1::Envelope;
@@ -215,11 +217,13 @@ pub async fn run<P: Projection>(
         "Deliveries of events already applied, by type",
         m.duplicates.clone(),
     );
+    let mut pace = Pace::new(GATHER);
     loop {
         let first = tokio::select! {
             () = shutdown.cancelled() => break,
             next = deliveries.recv() => match next { Some(d) => d, None => return },
         };
+        pace.next_round().await;
         let batch = waiting(&mut deliveries, vec![first]);
         consume(&db, &projection, &m, batch).await;
     }

@@ -9,6 +9,9 @@
 //! sent in the same transaction. A relay that dies after publishing but before committing
 //! leaves its rows to be published again; the bus drops those repeats by event id
 //! (JetStream's `Nats-Msg-Id` duplicate window). SQLite has one process, so no lock.
+//!
+//! Under load a round starts at most every [`GATHER`], so that it publishes the events of
+//! those milliseconds in one transaction instead of a commit each.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +32,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::bus::Bus;
+use crate::bus::{Bus, GATHER, Pace};
 use crate::metrics::Metrics;
 
 pub mod entity {
@@ -247,7 +250,9 @@ impl Relay {
 
     async fn publish_until(&self, shutdown: &CancellationToken) {
         let mut backoff = POLL;
+        let mut pace = Pace::new(GATHER);
         loop {
+            pace.next_round().await;
             match self.publish_pending().await {
                 Ok(()) => backoff = POLL,
                 Err(e) => {
