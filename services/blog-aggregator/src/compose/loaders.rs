@@ -38,6 +38,20 @@ impl LoaderContext {
         self.viewer.as_deref().filter(|_| self.model.serving())
     }
 
+    /// The viewer's set (`set_of`) for answering from the model now: `Some(None)` for an
+    /// anonymous viewer, `Some(Some(set))` for a signed-in one whose set the model holds;
+    /// None when the model cannot answer for this viewer (no set, or it does not serve).
+    fn modelled_set(
+        &self,
+        set_of: impl Fn(&ReadModel, &str) -> Option<ViewerSet>,
+    ) -> Option<Option<ViewerSet>> {
+        match (&self.viewer, self.modelled_viewer()) {
+            (None, _) => Some(None),
+            (Some(_), Some(viewer)) => set_of(&self.model, viewer).map(Some),
+            (Some(_), None) => None,
+        }
+    }
+
     /// Whom `viewer` follows: from the model, or asked for (and kept).
     pub async fn following(&self, viewer: &str) -> Result<ViewerSet, ApiError> {
         if let Some(set) = self.model.following_of(viewer) {
@@ -149,14 +163,9 @@ impl ProfileLoader {
 
 impl Modelled for ProfileLoader {
     fn modelled(&self, ids: &[String]) -> HashMap<String, Profile> {
-        let context = &self.0;
-        match (&context.viewer, context.modelled_viewer()) {
-            (None, _) => self.held_in_model(ids, None).0,
-            (Some(_), Some(viewer)) => match context.model.following_of(viewer) {
-                Some(following) => self.held_in_model(ids, Some(&following)).0,
-                None => HashMap::new(),
-            },
-            (Some(_), None) => HashMap::new(),
+        match self.0.modelled_set(ReadModel::following_of) {
+            Some(following) => self.held_in_model(ids, following.as_ref()).0,
+            None => HashMap::new(),
         }
     }
 }
@@ -226,14 +235,9 @@ impl LikeLoader {
 
 impl Modelled for LikeLoader {
     fn modelled(&self, post_ids: &[String]) -> HashMap<String, LikeSummary> {
-        let context = &self.0;
-        match (&context.viewer, context.modelled_viewer()) {
-            (None, _) => self.held_in_model(post_ids, None).0,
-            (Some(_), Some(viewer)) => match context.model.liked_by(viewer) {
-                Some(liked) => self.held_in_model(post_ids, Some(&liked)).0,
-                None => HashMap::new(),
-            },
-            (Some(_), None) => HashMap::new(),
+        match self.0.modelled_set(ReadModel::liked_by) {
+            Some(liked) => self.held_in_model(post_ids, liked.as_ref()).0,
+            None => HashMap::new(),
         }
     }
 }
