@@ -307,20 +307,29 @@ async fn create_article(
     one(&db, author, &slug).await
 }
 
+/// Runs `change` (`$1` the user, `$2` the slug), then answers the article as the user sees it.
+async fn change_article(
+    db: &PgPool,
+    viewer: Viewer,
+    slug: &str,
+    change: &'static str,
+) -> Result<Json<Value>> {
+    let user = viewer.required()?;
+    sqlx::query(change)
+        .bind(user)
+        .bind(slug)
+        .execute(db)
+        .await?;
+    one(db, user, slug).await
+}
+
 async fn favorite(
     State(db): State<PgPool>,
     viewer: Viewer,
     Path(slug): Path<String>,
 ) -> Result<Json<Value>> {
-    let user = viewer.required()?;
-    sqlx::query(
-        "INSERT INTO favorites (user_id, article_id) SELECT $1, id FROM articles WHERE slug = $2 ON CONFLICT DO NOTHING",
-    )
-    .bind(user)
-    .bind(&slug)
-    .execute(&db)
-    .await?;
-    one(&db, user, &slug).await
+    let like = "INSERT INTO favorites (user_id, article_id) SELECT $1, id FROM articles WHERE slug = $2 ON CONFLICT DO NOTHING";
+    change_article(&db, viewer, &slug, like).await
 }
 
 async fn unfavorite(
@@ -328,15 +337,8 @@ async fn unfavorite(
     viewer: Viewer,
     Path(slug): Path<String>,
 ) -> Result<Json<Value>> {
-    let user = viewer.required()?;
-    sqlx::query(
-        "DELETE FROM favorites WHERE user_id = $1 AND article_id = (SELECT id FROM articles WHERE slug = $2)",
-    )
-    .bind(user)
-    .bind(&slug)
-    .execute(&db)
-    .await?;
-    one(&db, user, &slug).await
+    let unlike = "DELETE FROM favorites WHERE user_id = $1 AND article_id = (SELECT id FROM articles WHERE slug = $2)";
+    change_article(&db, viewer, &slug, unlike).await
 }
 
 /// A comment with its author, `$1` the viewer; each use adds its WHERE.
