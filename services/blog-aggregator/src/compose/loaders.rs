@@ -104,11 +104,7 @@ pub struct ModelledLoader<L: Modelled>(DataLoader<L, HashMapCache>);
 
 impl<L: Modelled> ModelledLoader<L> {
     pub fn new(loader: L) -> Self {
-        Self(DataLoader::with_cache(
-            loader,
-            tokio::spawn,
-            HashMapCache::default(),
-        ))
+        Self(super::cached(loader))
     }
 
     pub async fn load_many(
