@@ -704,9 +704,15 @@ type Breaker = failsafe::StateMachine<SilentPeer, BreakerGauge>;
 /// timeouts with the peer silent (see [`SilentPeer`]), refuses calls at once while open,
 /// and lets one probe through after a while.
 /// Every failure is a `tonic::Status` UNAVAILABLE or DEADLINE_EXCEEDED, never UNKNOWN.
+/// A clone is a channel handle and one shared [`Guard`]: a call clones it, so it stays cheap.
 #[derive(Clone)]
 pub struct GuardedChannel {
     inner: Channel,
+    guard: Arc<Guard>,
+}
+
+/// What every clone of one peer's guarded channel shares.
+struct Guard {
     recheck: Recheck,
     peer: &'static str,
     in_flight: Arc<Semaphore>,
@@ -739,20 +745,22 @@ impl GuardedChannel {
             .build();
         Self {
             inner: inner.channel,
-            recheck: inner.recheck,
-            peer,
-            in_flight: Arc::new(Semaphore::new(policy.max_in_flight)),
-            breaker,
-            breaker_open: gauge,
-            probe,
-            metrics: metrics.clone(),
+            guard: Arc::new(Guard {
+                recheck: inner.recheck,
+                peer,
+                in_flight: Arc::new(Semaphore::new(policy.max_in_flight)),
+                breaker,
+                breaker_open: gauge,
+                probe,
+                metrics: metrics.clone(),
+            }),
         }
     }
 
     /// Whether the breaker is open. Read from the recorded state: asking the breaker
     /// itself would move it to half-open, so a status page would start probes.
     pub fn is_open(&self) -> bool {
-        self.breaker_open.get() == 1
+        self.guard.breaker_open.get() == 1
     }
 }
 
@@ -783,25 +791,26 @@ impl tower::Service<http::Request<tonic::body::Body>> for GuardedChannel {
     fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
         use failsafe::futures::CircuitBreaker;
         use tracing::Instrument;
-        let peer = self.peer;
+        let guard = &self.guard;
+        let peer = guard.peer;
         let span = trace::client_span(peer, request.uri().path());
         // The callee's span is this call's child, not its caller's.
         if let Some(value) = span.in_scope(trace::current).and_then(|t| t.parse().ok()) {
             request.headers_mut().insert(trace::HEADER, value);
         }
         let refuse = |reason: CallFailure, message: String| {
-            self.metrics.failed(peer, reason);
+            guard.metrics.failed(peer, reason);
             let status: tower::BoxError = Box::new(tonic::Status::unavailable(message));
             Box::pin(std::future::ready(Err(status))) as Self::Future
         };
-        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+        let Ok(permit) = guard.in_flight.clone().try_acquire_owned() else {
             return refuse(
                 CallFailure::Busy,
                 format!("too many calls in flight to {peer}"),
             );
         };
-        let probe = if self.breaker.is_call_permitted() {
-            self.probe.admit()
+        let probe = if guard.breaker.is_call_permitted() {
+            guard.probe.admit()
         } else {
             None
         };
@@ -815,24 +824,23 @@ impl tower::Service<http::Request<tonic::body::Body>> for GuardedChannel {
         let ready = self.inner.clone();
         let mut channel = std::mem::replace(&mut self.inner, ready);
         let call = channel.call(request);
-        let (breaker, metrics) = (self.breaker.clone(), self.metrics.clone());
-        let recheck = self.recheck.clone();
+        let guard = guard.clone();
         let failed = span.clone();
         let answer = async move {
             let (_permit, _probe) = (permit, probe);
-            match breaker.call(call).await {
+            match guard.breaker.call(call).await {
                 Ok(response) => Ok(response),
                 Err(failsafe::Error::Rejected) => {
-                    metrics.failed(peer, CallFailure::BreakerOpen);
+                    guard.metrics.failed(peer, CallFailure::BreakerOpen);
                     Err(Box::new(tonic::Status::unavailable(format!(
                         "{peer} is failing; calls are paused"
                     ))) as tower::BoxError)
                 }
                 Err(failsafe::Error::Inner(error)) => {
                     let reason = transport_failure(&error);
-                    metrics.failed(peer, reason);
+                    guard.metrics.failed(peer, reason);
                     if reason == CallFailure::Unreachable {
-                        recheck.now();
+                        guard.recheck.now();
                     }
                     let status = match reason {
                         CallFailure::Timeout => tonic::Status::deadline_exceeded(format!(

@@ -6,6 +6,7 @@
 //! (the caller's own token, or none for an anonymous caller) and its deadline. The edge's
 //! own work (cleanup after a post is deleted) carries its service credential instead.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use oba_kit::auth::Credential;
@@ -60,9 +61,12 @@ impl Peer {
     }
 }
 
-/// One shared, lazily connected channel per peer, and the edge's service credential.
+/// One shared, lazily connected channel per peer, and the edge's service credential. Every
+/// request holds a handle: cloning it is one reference count, not a channel per peer.
 #[derive(Clone)]
-pub struct PeerChannels {
+pub struct PeerChannels(Arc<PeerSet>);
+
+struct PeerSet {
     users: Peer,
     posts: Peer,
     comments: Peer,
@@ -73,11 +77,11 @@ pub struct PeerChannels {
     /// delay the unary calls (and those keep their deadline).
     notification_streams: GuardedChannel,
     service_credential: Credential,
-    pub metrics: PeerMetrics,
+    metrics: PeerMetrics,
     /// Reads of posts, reported to post-service in batches.
-    pub views: crate::compose::views::ViewCounts,
+    views: crate::compose::views::ViewCounts,
     /// Post cards' facts kept in memory, fed by events.
-    pub read_model: std::sync::Arc<crate::compose::read_model::ReadModel>,
+    read_model: Arc<crate::compose::read_model::ReadModel>,
 }
 
 /// Health of one peer's channel, as the edge sees it.
@@ -98,7 +102,7 @@ impl PeerChannels {
         let peer = |name, url| -> Result<Peer, ConfigError> {
             Ok(Peer::connect(name, peer_channel(url)?, policy, &metrics))
         };
-        Ok(Self {
+        Ok(Self(Arc::new(PeerSet {
             users: peer("user-service", &urls.user_service)?,
             posts: peer("post-service", &urls.post_service)?,
             comments: peer("comment-service", &urls.comment_service)?,
@@ -115,7 +119,19 @@ impl PeerChannels {
             metrics,
             views: crate::compose::views::ViewCounts::default(),
             read_model,
-        })
+        })))
+    }
+
+    pub fn metrics(&self) -> &PeerMetrics {
+        &self.0.metrics
+    }
+
+    pub fn views(&self) -> &crate::compose::views::ViewCounts {
+        &self.0.views
+    }
+
+    pub fn read_model(&self) -> &Arc<crate::compose::read_model::ReadModel> {
+        &self.0.read_model
     }
 
     /// Clients whose calls carry `credential` (a user's token), or none (anonymous), and end
@@ -126,35 +142,28 @@ impl PeerChannels {
             Some(deadline) => streaming.clone().until(deadline),
             None => streaming.clone(),
         };
-        let client = |peer: &Peer| InterceptedService::new(peer.guarded.clone(), unary.clone());
         Peers {
-            users: UserServiceClient::new(client(&self.users)),
-            posts: PostServiceClient::new(client(&self.posts)),
-            comments: CommentServiceClient::new(client(&self.comments)),
-            likes: LikeServiceClient::new(client(&self.likes)),
-            ranks: RankServiceClient::new(client(&self.ranks)),
-            notifications: NotificationServiceClient::new(client(&self.notifications)),
-            notification_streams: NotificationServiceClient::new(InterceptedService::new(
-                self.notification_streams.clone(),
-                streaming,
-            )),
+            channels: self.0.clone(),
+            unary,
+            streaming,
         }
     }
 
     /// Clients for the edge's own work, done on nobody's behalf, ending by `deadline`.
     pub fn as_service(&self, deadline: Option<Instant>) -> Peers {
-        self.acting_for(Some(self.service_credential.clone()), deadline)
+        self.acting_for(Some(self.0.service_credential.clone()), deadline)
     }
 
     /// Every peer, for health and version checks.
     pub fn states(&self) -> Vec<PeerChannelState> {
+        let set = &self.0;
         [
-            &self.users,
-            &self.posts,
-            &self.comments,
-            &self.likes,
-            &self.ranks,
-            &self.notifications,
+            &set.users,
+            &set.posts,
+            &set.comments,
+            &set.likes,
+            &set.ranks,
+            &set.notifications,
         ]
         .into_iter()
         .map(|peer| PeerChannelState {
@@ -166,14 +175,49 @@ impl PeerChannels {
     }
 }
 
-/// The clients one request uses; cloning a client is cheap.
+/// The calls one request makes, with its credential and deadline. A client is made when a
+/// call is (a warm read makes none), so a request costs no channel handles it does not use.
 #[derive(Clone)]
 pub struct Peers {
-    pub users: UserServiceClient<PeerChannel>,
-    pub posts: PostServiceClient<PeerChannel>,
-    pub comments: CommentServiceClient<PeerChannel>,
-    pub likes: LikeServiceClient<PeerChannel>,
-    pub ranks: RankServiceClient<PeerChannel>,
-    pub notifications: NotificationServiceClient<PeerChannel>,
-    pub notification_streams: NotificationServiceClient<PeerChannel>,
+    channels: Arc<PeerSet>,
+    unary: Outgoing,
+    streaming: Outgoing,
+}
+
+impl Peers {
+    fn unary(&self, peer: &Peer) -> PeerChannel {
+        InterceptedService::new(peer.guarded.clone(), self.unary.clone())
+    }
+
+    pub fn users(&self) -> UserServiceClient<PeerChannel> {
+        UserServiceClient::new(self.unary(&self.channels.users))
+    }
+
+    pub fn posts(&self) -> PostServiceClient<PeerChannel> {
+        PostServiceClient::new(self.unary(&self.channels.posts))
+    }
+
+    pub fn comments(&self) -> CommentServiceClient<PeerChannel> {
+        CommentServiceClient::new(self.unary(&self.channels.comments))
+    }
+
+    pub fn likes(&self) -> LikeServiceClient<PeerChannel> {
+        LikeServiceClient::new(self.unary(&self.channels.likes))
+    }
+
+    pub fn ranks(&self) -> RankServiceClient<PeerChannel> {
+        RankServiceClient::new(self.unary(&self.channels.ranks))
+    }
+
+    pub fn notifications(&self) -> NotificationServiceClient<PeerChannel> {
+        NotificationServiceClient::new(self.unary(&self.channels.notifications))
+    }
+
+    /// Live streams: no deadline, and a connection of their own.
+    pub fn notification_streams(&self) -> NotificationServiceClient<PeerChannel> {
+        NotificationServiceClient::new(InterceptedService::new(
+            self.channels.notification_streams.clone(),
+            self.streaming.clone(),
+        ))
+    }
 }

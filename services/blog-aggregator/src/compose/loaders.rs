@@ -60,8 +60,7 @@ impl LoaderContext {
         let ticket = self.model.following_ticket();
         let ids = self
             .peers
-            .users
-            .clone()
+            .users()
             .list_following(ListFollowingRequest {})
             .await?
             .into_inner()
@@ -79,8 +78,7 @@ impl LoaderContext {
         let ticket = self.model.liked_ticket();
         let ids = self
             .peers
-            .likes
-            .clone()
+            .likes()
             .list_liked_posts(ListLikedPostsRequest {
                 user_id: viewer.to_owned(),
             })
@@ -185,8 +183,7 @@ impl Loader<String> for ProfileLoader {
             let ticket = context.model.profile_ticket();
             let mut profiles = context
                 .peers
-                .users
-                .clone()
+                .users()
                 .get_profiles(GetProfilesRequest { ids: missing })
                 .await?
                 .into_inner()
@@ -259,8 +256,7 @@ impl Loader<String> for LikeLoader {
         let ticket = context.model.like_ticket();
         let summaries = context
             .peers
-            .likes
-            .clone()
+            .likes()
             .count_likes(CountLikesRequest { post_ids: missing })
             .await?
             .into_inner()
@@ -296,8 +292,7 @@ impl Loader<String> for CommentCountLoader {
         }
         let ticket = model.comment_ticket();
         let mut counts = peers
-            .comments
-            .clone()
+            .comments()
             .count_comments(CountCommentsRequest {
                 post_ids: missing.clone(),
             })
@@ -339,7 +334,7 @@ impl Loader<String> for FirstCommentsLoader {
             }
         }
         let calls = by_size.into_iter().map(|(first, post_ids)| {
-            let mut comments = self.peers.comments.clone();
+            let mut comments = self.peers.comments();
             async move {
                 let pages = comments
                     .list_first_comments(ListFirstCommentsRequest { post_ids, first })

@@ -197,7 +197,7 @@ impl BlogApi {
         let context = LoaderContext {
             viewer: viewer.require().ok().map(|claims| claims.sub.to_string()),
             peers: channels.acting_for(viewer.credential(), deadline),
-            model: channels.read_model.clone(),
+            model: channels.read_model().clone(),
         };
         let peers = context.peers.clone();
         Self {
@@ -230,7 +230,7 @@ impl BlogApi {
             Err(err) if err.code == ErrorCode::Unavailable => {
                 if !self.degraded.contains(service) {
                     tracing::warn!(service, error = %err, "answering without an optional source");
-                    self.channels.metrics.degraded(service);
+                    self.channels.metrics().degraded(service);
                 }
                 self.degraded.insert(service);
                 Ok(None)
@@ -289,27 +289,20 @@ impl BlogApi {
             email,
             password,
         };
-        Ok(self
-            .peers
-            .users
-            .clone()
-            .register(request)
-            .await?
-            .into_inner())
+        Ok(self.peers.users().register(request).await?.into_inner())
     }
 
     pub async fn login(&self, email: String, password: String) -> ApiResult<user_pb::Session> {
         self.client.check_sign_in()?;
         let request = user_pb::LoginRequest { email, password };
-        Ok(self.peers.users.clone().login(request).await?.into_inner())
+        Ok(self.peers.users().login(request).await?.into_inner())
     }
 
     pub async fn me(&self) -> ApiResult<user_pb::User> {
         self.actor()?;
         Ok(self
             .peers
-            .users
-            .clone()
+            .users()
             .get_user(user_pb::GetUserRequest {})
             .await?
             .into_inner())
@@ -324,13 +317,7 @@ impl BlogApi {
             bio: changes.bio,
             image: changes.image,
         };
-        let session = self
-            .peers
-            .users
-            .clone()
-            .update_user(request)
-            .await?
-            .into_inner();
+        let session = self.peers.users().update_user(request).await?.into_inner();
         self.profiles.clear();
         if let Some(user) = &session.user {
             self.model().profile_changed(&user.id);
@@ -356,8 +343,7 @@ impl BlogApi {
         let ticket = self.model().profile_by_name_ticket();
         let profile = self
             .peers
-            .users
-            .clone()
+            .users()
             .get_profile_by_username(request)
             .await?
             .into_inner();
@@ -367,7 +353,7 @@ impl BlogApi {
 
     pub async fn follow(&self, username: &str) -> ApiResult<user_pb::Profile> {
         let request = self.follow_request(username)?;
-        let profile = self.peers.users.clone().follow(request).await?.into_inner();
+        let profile = self.peers.users().follow(request).await?.into_inner();
         if let Some(viewer) = &self.context.viewer {
             self.model().follows_changed(viewer);
         }
@@ -377,13 +363,7 @@ impl BlogApi {
 
     pub async fn unfollow(&self, username: &str) -> ApiResult<user_pb::Profile> {
         let request = self.follow_request(username)?;
-        let profile = self
-            .peers
-            .users
-            .clone()
-            .unfollow(request)
-            .await?
-            .into_inner();
+        let profile = self.peers.users().unfollow(request).await?.into_inner();
         if let Some(viewer) = &self.context.viewer {
             self.model().follows_changed(viewer);
         }
@@ -406,13 +386,7 @@ impl BlogApi {
             slug: slug.to_owned(),
         };
         let ticket = self.model().post_ticket();
-        let post = self
-            .peers
-            .posts
-            .clone()
-            .get_post(request)
-            .await?
-            .into_inner();
+        let post = self.peers.posts().get_post(request).await?.into_inner();
         self.model().fill_post(ticket, &post);
         Ok(post)
     }
@@ -501,8 +475,7 @@ impl BlogApi {
                     };
                     Ok::<_, ApiError>(Some(
                         self.peers
-                            .likes
-                            .clone()
+                            .likes()
                             .list_liked_posts(request)
                             .await?
                             .into_inner(),
@@ -520,13 +493,7 @@ impl BlogApi {
             author_ids,
             post_ids,
         };
-        Ok(self
-            .peers
-            .posts
-            .clone()
-            .list_posts(request)
-            .await?
-            .into_inner())
+        Ok(self.peers.posts().list_posts(request).await?.into_inner())
     }
 
     pub async fn create_post(&self, input: PostInput) -> ApiResult<post_pb::Post> {
@@ -537,13 +504,7 @@ impl BlogApi {
             body: input.body.unwrap_or_default(),
             tags: input.tags.unwrap_or_default(),
         };
-        let post = self
-            .peers
-            .posts
-            .clone()
-            .create_post(request)
-            .await?
-            .into_inner();
+        let post = self.peers.posts().create_post(request).await?.into_inner();
         self.model().post_created();
         Ok(post)
     }
@@ -557,13 +518,7 @@ impl BlogApi {
             body: changes.body,
             tags: changes.tags.map(|tags| post_pb::TagList { tags }),
         };
-        let post = self
-            .peers
-            .posts
-            .clone()
-            .update_post(request)
-            .await?
-            .into_inner();
+        let post = self.peers.posts().update_post(request).await?.into_inner();
         self.model().post_changed(&post.id);
         Ok(post)
     }
@@ -580,19 +535,13 @@ impl BlogApi {
         let request = post_pb::DeletePostRequest {
             slug: slug.to_owned(),
         };
-        let post = self
-            .peers
-            .posts
-            .clone()
-            .delete_post(request)
-            .await?
-            .into_inner();
+        let post = self.peers.posts().delete_post(request).await?.into_inner();
         self.model().post_deleted(&post.id);
         self.likes.clear();
         self.comment_counts.clear();
         self.first_comments.clear::<String>();
         let service = self.channels.as_service(self.deadline);
-        let (mut comments, mut likes) = (service.comments, service.likes);
+        let (mut comments, mut likes) = (service.comments(), service.likes());
         let (comments, likes) = tokio::join!(
             comments.delete_post_comments(comment_pb::DeletePostCommentsRequest {
                 post_id: post.id.clone()
@@ -616,8 +565,7 @@ impl BlogApi {
         let ticket = self.model().tags_ticket();
         let tags = self
             .peers
-            .posts
-            .clone()
+            .posts()
             .list_tags(Empty {})
             .await?
             .into_inner()
@@ -630,7 +578,7 @@ impl BlogApi {
     /// for trending (reported in batches, see [`views`]).
     pub async fn read_post(&self, slug: &str) -> ApiResult<post_pb::Post> {
         let post = self.post(slug).await?;
-        self.channels.views.record(&post.id);
+        self.channels.views().record(&post.id);
         Ok(post)
     }
 
@@ -643,8 +591,7 @@ impl BlogApi {
         let ticket = self.model().trending_ticket();
         let ranked = self
             .peers
-            .ranks
-            .clone()
+            .ranks()
             .trending(rank_pb::TrendingRequest { first })
             .await
             .map_err(ApiError::from);
@@ -663,8 +610,7 @@ impl BlogApi {
         };
         let mut by_id: std::collections::HashMap<String, post_pb::Post> = self
             .peers
-            .posts
-            .clone()
+            .posts()
             .list_posts(request)
             .await?
             .into_inner()
@@ -692,8 +638,7 @@ impl BlogApi {
         };
         Ok(self
             .peers
-            .notifications
-            .clone()
+            .notifications()
             .list_notifications(request)
             .await?
             .into_inner())
@@ -704,8 +649,7 @@ impl BlogApi {
         let request = notification_pb::MarkReadRequest {};
         Ok(self
             .peers
-            .notifications
-            .clone()
+            .notifications()
             .mark_read(request)
             .await?
             .into_inner()
@@ -726,8 +670,7 @@ impl BlogApi {
         let request = notification_pb::WatchNotificationsRequest {};
         let stream = self
             .peers
-            .notification_streams
-            .clone()
+            .notification_streams()
             .watch_notifications(request)
             .await?
             .into_inner();
@@ -745,8 +688,7 @@ impl BlogApi {
         };
         Ok(self
             .peers
-            .posts
-            .clone()
+            .posts()
             .list_posts(request)
             .await?
             .into_inner()
@@ -758,14 +700,14 @@ impl BlogApi {
 
     pub async fn like(&self, slug: &str) -> ApiResult<post_pb::Post> {
         let (post, request) = self.like_request(slug).await?;
-        let summary = self.peers.likes.clone().like(request).await?.into_inner();
+        let summary = self.peers.likes().like(request).await?.into_inner();
         self.like_written(&post, summary).await;
         Ok(post)
     }
 
     pub async fn unlike(&self, slug: &str) -> ApiResult<post_pb::Post> {
         let (post, request) = self.like_request(slug).await?;
-        let summary = self.peers.likes.clone().unlike(request).await?.into_inner();
+        let summary = self.peers.likes().unlike(request).await?.into_inner();
         self.like_written(&post, summary).await;
         Ok(post)
     }
@@ -813,8 +755,7 @@ impl BlogApi {
         let ticket = self.model().comment_page_ticket();
         let page = self
             .peers
-            .comments
-            .clone()
+            .comments()
             .list_comments(request)
             .await?
             .into_inner();
@@ -831,8 +772,7 @@ impl BlogApi {
         };
         let comment = self
             .peers
-            .comments
-            .clone()
+            .comments()
             .add_comment(request)
             .await?
             .into_inner();
@@ -853,8 +793,7 @@ impl BlogApi {
         };
         let comment = self
             .peers
-            .comments
-            .clone()
+            .comments()
             .delete_comment(request)
             .await?
             .into_inner();

@@ -64,7 +64,9 @@ impl ViewCounts {
             let request = post_pb::RecordViewsRequest {
                 posts: chunk.to_vec(),
             };
-            let mut posts = peers.as_service(Some(Instant::now() + REPORT_BUDGET)).posts;
+            let mut posts = peers
+                .as_service(Some(Instant::now() + REPORT_BUDGET))
+                .posts();
             if let Err(status) = posts.record_views(request).await {
                 tracing::warn!(%status, posts = chunk.len(), "views not reported; kept for the next report");
                 for views in chunk {
@@ -82,7 +84,7 @@ pub async fn report_every(peers: PeerChannels, interval: Duration, shutdown: Can
             () = tokio::time::sleep(interval) => false,
             () = shutdown.cancelled() => true,
         };
-        peers.views.report(&peers).await;
+        peers.views().report(&peers).await;
         if stopping {
             return;
         }
