@@ -10,6 +10,7 @@
 //! Under load a batch is taken at most every [`GATHER`], so that batches are of those
 //! milliseconds' events rather than of one.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -139,10 +140,12 @@ pub async fn handle_together<P: Projection>(
     envelopes: &[Envelope],
 ) -> Result<Vec<Handled>, ServiceError> {
     let txn = db.begin().await?;
+    let mut fresh = record(&txn, envelopes).await?;
     let mut handled = Vec::with_capacity(envelopes.len());
     let mut applied = Vec::new();
     for envelope in envelopes {
-        if record(&txn, envelope).await? {
+        // Taken out once applied: the same event twice in one batch is applied once.
+        if fresh.remove(envelope.id.as_str()) {
             applied.push(apply_traced(projection, envelope, &txn).await?);
             handled.push(Handled::Applied);
         } else {
@@ -156,20 +159,33 @@ pub async fn handle_together<P: Projection>(
     Ok(handled)
 }
 
-/// Records `envelope` as processed; false when it already was (a redelivery).
-async fn record(txn: &DatabaseTransaction, envelope: &Envelope) -> Result<bool, ServiceError> {
-    let recorded = entity::Entity::insert(entity::ActiveModel {
-        event_id: Set(envelope.id.clone()),
-        processed_at: Set(chrono::Utc::now()),
-    })
-    .on_conflict(
-        OnConflict::column(entity::Column::EventId)
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(txn)
-    .await?;
-    Ok(recorded > 0)
+/// Records `envelopes` as processed, in one statement; returns the ids that were not
+/// recorded before (the others are redeliveries).
+async fn record(
+    txn: &DatabaseTransaction,
+    envelopes: &[Envelope],
+) -> Result<HashSet<String>, ServiceError> {
+    let now = chrono::Utc::now();
+    let mut ids = HashSet::with_capacity(envelopes.len());
+    let rows: Vec<_> = envelopes
+        .iter()
+        .filter(|envelope| ids.insert(envelope.id.as_str()))
+        .map(|envelope| entity::ActiveModel {
+            event_id: Set(envelope.id.clone()),
+            processed_at: Set(now),
+        })
+        .collect();
+    Ok(entity::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::column(entity::Column::EventId)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_with_returning(txn)
+        .await?
+        .into_iter()
+        .map(|row| row.event_id)
+        .collect())
 }
 
 /// `projection.apply` in a consumer span that carries on the trace of the request that
@@ -444,6 +460,25 @@ mod tests {
             .expect("applied");
         assert_eq!(again, [Handled::Duplicate, Handled::Applied]);
         assert_eq!(*projection.applied.lock().expect("lock"), ["4", "6"]);
+    }
+
+    #[tokio::test]
+    async fn an_event_twice_in_one_batch_is_applied_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = DbConfig::sqlite_file("OBA_DATABASE_URL", &dir.path().join("c.db"));
+        let db = connect_and_migrate::<ProcessedOnly>(&config)
+            .await
+            .expect("db");
+        let projection = Recording::default();
+        let (liked, other) = (decoded("7", "post.liked"), decoded("8", "post.liked"));
+        let handled = handle_together(&db, &projection, &[liked.clone(), other, liked])
+            .await
+            .expect("applied");
+        assert_eq!(
+            handled,
+            [Handled::Applied, Handled::Applied, Handled::Duplicate]
+        );
+        assert_eq!(*projection.applied.lock().expect("lock"), ["7", "8"]);
     }
 
     #[tokio::test]

@@ -120,36 +120,81 @@ pub struct Outbox {
     wake: Arc<Notify>,
 }
 
+/// An event not yet in the outbox, with the trace context of the request that causes it:
+/// taken when it is made, so that an event written later, in a batch of several requests'
+/// changes, still carries on its own request's trace.
+#[derive(Debug, Clone)]
+pub struct OutboxEvent {
+    event_type: &'static str,
+    aggregate_id: String,
+    payload: Vec<u8>,
+    trace_context: Option<String>,
+}
+
+impl OutboxEvent {
+    pub fn new(
+        event_type: &'static str,
+        aggregate_id: impl ToString,
+        payload: &impl Message,
+    ) -> Self {
+        Self {
+            event_type,
+            aggregate_id: aggregate_id.to_string(),
+            payload: payload.encode_to_vec(),
+            trace_context: crate::trace::current(),
+        }
+    }
+
+    /// The row of this event; its id and time are taken now, in the order rows are added.
+    fn row(self) -> entity::ActiveModel {
+        let id = Uuid::now_v7();
+        let now = Utc::now();
+        let envelope = oba_proto::event::v1::Envelope {
+            id: id.to_string(),
+            r#type: self.event_type.to_owned(),
+            occurred_at: Some(oba_proto::time::timestamp(now)),
+            aggregate_id: self.aggregate_id,
+            payload: self.payload,
+            trace_context: self
+                .trace_context
+                .map(|t| [(crate::trace::HEADER.to_owned(), t)].into())
+                .unwrap_or_default(),
+        };
+        entity::ActiveModel {
+            id: Set(id),
+            event_type: Set(self.event_type.to_owned()),
+            envelope: Set(envelope.encode_to_vec()),
+            created_at: Set(now),
+            published_at: Set(None),
+        }
+    }
+}
+
 impl Outbox {
     /// Adds an event to the transaction `db` belongs to.
     pub async fn enqueue(
         &self,
         db: &impl ConnectionTrait,
-        event_type: &str,
+        event_type: &'static str,
         aggregate_id: impl ToString,
         payload: &impl Message,
     ) -> Result<(), DbErr> {
-        let id = Uuid::now_v7();
-        let now = Utc::now();
-        let envelope = oba_proto::event::v1::Envelope {
-            id: id.to_string(),
-            r#type: event_type.to_owned(),
-            occurred_at: Some(oba_proto::time::timestamp(now)),
-            aggregate_id: aggregate_id.to_string(),
-            payload: payload.encode_to_vec(),
-            trace_context: crate::trace::current()
-                .map(|t| [(crate::trace::HEADER.to_owned(), t)].into())
-                .unwrap_or_default(),
-        };
-        OutboxRows::insert(entity::ActiveModel {
-            id: Set(id),
-            event_type: Set(event_type.to_owned()),
-            envelope: Set(envelope.encode_to_vec()),
-            created_at: Set(now),
-            published_at: Set(None),
-        })
-        .exec_without_returning(db)
-        .await?;
+        self.enqueue_all(
+            db,
+            vec![OutboxEvent::new(event_type, aggregate_id, payload)],
+        )
+        .await
+    }
+
+    /// Adds `events`, in order, to the transaction `db` belongs to, in one statement.
+    pub async fn enqueue_all(
+        &self,
+        db: &impl ConnectionTrait,
+        events: Vec<OutboxEvent>,
+    ) -> Result<(), DbErr> {
+        OutboxRows::insert_many(events.into_iter().map(OutboxEvent::row))
+            .exec_without_returning(db)
+            .await?;
         Ok(())
     }
 

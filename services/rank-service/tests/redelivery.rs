@@ -91,3 +91,49 @@ async fn the_same_like_delivered_twice_counts_once() {
         "the redelivery changed nothing: {once} vs {twice}"
     );
 }
+
+#[tokio::test]
+async fn likes_heard_before_their_post_count_once_it_arrives() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = connect_and_migrate::<Migrator>(&DbConfig::sqlite_file(
+        "TEST",
+        &dir.path().join("rank.db"),
+    ))
+    .await
+    .expect("database");
+    let (early, plain) = (Uuid::now_v7(), Uuid::now_v7());
+    let liked = |post: Uuid| {
+        envelope(
+            "post.liked",
+            &PostLiked {
+                post_id: post.to_string(),
+                user_id: Uuid::now_v7().to_string(),
+                ..Default::default()
+            },
+        )
+    };
+    let created = |post: Uuid| {
+        envelope(
+            "post.created",
+            &PostChanged {
+                post_id: post.to_string(),
+                created_at: Some(oba_proto::time::timestamp(chrono::Utc::now())),
+                ..Default::default()
+            },
+        )
+    };
+    // Two likes of `early` arrive before its post.created; `plain` has no likes.
+    for event in [liked(early), liked(early), created(early), created(plain)] {
+        handle(&db, &TrendingProjection, &event)
+            .await
+            .expect("apply");
+    }
+    let trending = storage::trending(&db, 10, chrono::Utc::now())
+        .await
+        .expect("trending");
+    let ids: Vec<Uuid> = trending.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, [early, plain]);
+    // (3·2 + 1) against (0 + 1): seven times the score, whatever the age.
+    let ratio = trending[0].1 / trending[1].1;
+    assert!((ratio - 7.0).abs() < 0.01, "{trending:?}");
+}

@@ -7,25 +7,17 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
 use oba_kit::ServiceError;
-use oba_kit::outbox::Outbox;
+use oba_kit::outbox::{Outbox, OutboxEvent};
 use oba_proto::event::v1::PostLiked;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use entity::{ActiveModel, Column, Entity as Likes};
-
-/// A post's like count, read in the transaction that changed it.
-async fn count_of(txn: &impl ConnectionTrait, post_id: Uuid) -> Result<u64, ServiceError> {
-    let count = Likes::find()
-        .filter(Column::PostId.eq(post_id))
-        .count(txn)
-        .await?;
-    Ok(count)
-}
 
 /// Who likes which post (and whose post it is, for the event).
 #[derive(Debug, Clone, Copy)]
@@ -46,90 +38,84 @@ impl LikeKey {
             user_id: self.user_id.to_string(),
         }
     }
+
+    /// Which like this is: a post and a user.
+    fn pair(&self) -> (Uuid, Uuid) {
+        (self.post_id, self.user_id)
+    }
 }
+
+/// Whether a like is given or taken back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LikeChange {
+    Like,
+    Unlike,
+}
+
+/// One caller's change, waiting for the writer, with the event it causes if it changes
+/// anything (made by the caller, so it carries the caller's trace).
+struct Job {
+    change: LikeChange,
+    like: LikeKey,
+    event: OutboxEvent,
+    answer: oneshot::Sender<Result<u64, ServiceError>>,
+}
+
+/// The most changes written in one transaction.
+pub const BATCH_MAX: usize = 64;
+
+/// Changes waiting for the writer; beyond this, callers wait to hand theirs over.
+const QUEUED_MAX: usize = 1024;
 
 #[derive(Clone)]
 pub struct LikeStore {
     db: DatabaseConnection,
-    outbox: Outbox,
+    writer: mpsc::Sender<Job>,
 }
 
 impl LikeStore {
+    /// The store and its writer, a task that lives as long as some clone of the store.
     pub fn new(db: DatabaseConnection, outbox: Outbox) -> Self {
-        Self { db, outbox }
+        let (writer, jobs) = mpsc::channel(QUEUED_MAX);
+        tokio::spawn(write_together(db.clone(), outbox, jobs));
+        Self { db, writer }
     }
 
     /// Idempotent: the primary key makes a repeated like a no-op, even under races. Returns
     /// the post's like count as of this commit.
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "LikeStore::like", otel.kind = "client"))]
     pub async fn like(&self, like: LikeKey) -> Result<u64, ServiceError> {
-        let LikeKey {
-            post_id, user_id, ..
-        } = like;
-        let txn = self.db.begin().await?;
-        let inserted = Likes::insert(ActiveModel {
-            post_id: Set(post_id),
-            user_id: Set(user_id),
-            created_at: Set(Utc::now()),
-        })
-        .on_conflict(
-            OnConflict::columns([Column::PostId, Column::UserId])
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(&txn)
-        .await?;
-        // Only a change is an event: liking twice notifies once.
-        if inserted > 0 {
-            self.outbox
-                .enqueue(&txn, "post.liked", post_id, &like.event())
-                .await?;
-        }
-        let count = count_of(&txn, post_id).await?;
-        txn.commit().await?;
-        self.outbox.committed();
-        Ok(count)
+        self.write(LikeChange::Like, like).await
     }
 
     /// Returns the post's like count as of this commit.
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "LikeStore::unlike", otel.kind = "client"))]
     pub async fn unlike(&self, like: LikeKey) -> Result<u64, ServiceError> {
-        let txn = self.db.begin().await?;
-        let deleted = Likes::delete_many()
-            .filter(Column::PostId.eq(like.post_id))
-            .filter(Column::UserId.eq(like.user_id))
-            .exec(&txn)
-            .await?;
-        if deleted.rows_affected > 0 {
-            self.outbox
-                .enqueue(&txn, "post.unliked", like.post_id, &like.event())
-                .await?;
-        }
-        let count = count_of(&txn, like.post_id).await?;
-        txn.commit().await?;
-        self.outbox.committed();
-        Ok(count)
+        self.write(LikeChange::Unlike, like).await
+    }
+
+    /// Hands `change` to the writer and waits for its commit.
+    async fn write(&self, change: LikeChange, like: LikeKey) -> Result<u64, ServiceError> {
+        let event_type = match change {
+            LikeChange::Like => "post.liked",
+            LikeChange::Unlike => "post.unliked",
+        };
+        let (answer, answered) = oneshot::channel();
+        let job = Job {
+            change,
+            like,
+            event: OutboxEvent::new(event_type, like.post_id, &like.event()),
+            answer,
+        };
+        let stopped = || ServiceError::Internal("the like writer has stopped".into());
+        self.writer.send(job).await.map_err(|_| stopped())?;
+        answered.await.map_err(|_| stopped())?
     }
 
     /// Like counts of many posts in one query; posts nobody liked are left out.
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "LikeStore::counts", otel.kind = "client"))]
     pub async fn counts(&self, post_ids: &[Uuid]) -> Result<HashMap<Uuid, u64>, ServiceError> {
-        if post_ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows: Vec<(Uuid, i64)> = Likes::find()
-            .select_only()
-            .column(Column::PostId)
-            .column_as(Expr::col(Column::UserId).count(), "likes")
-            .filter(Column::PostId.is_in(post_ids.iter().copied()))
-            .group_by(Column::PostId)
-            .into_tuple()
-            .all(&self.db)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(post, n)| (post, u64::try_from(n).unwrap_or(0)))
-            .collect())
+        counts_of(&self.db, post_ids).await
     }
 
     /// Which of `post_ids` the viewer likes, in one query.
@@ -173,4 +159,154 @@ impl LikeStore {
             .await?
             .rows_affected)
     }
+}
+
+/// Like counts of `post_ids` in one query, on `db` (a transaction's, to read its own writes).
+async fn counts_of(
+    db: &impl ConnectionTrait,
+    post_ids: &[Uuid],
+) -> Result<HashMap<Uuid, u64>, ServiceError> {
+    if post_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(Uuid, i64)> = Likes::find()
+        .select_only()
+        .column(Column::PostId)
+        .column_as(Expr::col(Column::UserId).count(), "likes")
+        .filter(Column::PostId.is_in(post_ids.iter().copied()))
+        .group_by(Column::PostId)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(post, n)| (post, u64::try_from(n).unwrap_or(0)))
+        .collect())
+}
+
+/// The writer: takes the changes waiting and writes them in one transaction, until every
+/// store is dropped. A commit per like was most of a like's cost; under load, what arrives
+/// while one batch commits goes together in the next.
+async fn write_together(db: DatabaseConnection, outbox: Outbox, mut jobs: mpsc::Receiver<Job>) {
+    let mut next = None;
+    loop {
+        let first = match next.take() {
+            Some(job) => job,
+            None => match jobs.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let mut batch = vec![first];
+        let mut pairs = HashSet::from([batch[0].like.pair()]);
+        while batch.len() < BATCH_MAX {
+            let Ok(job) = jobs.try_recv() else { break };
+            // A like changed twice is changed in two batches, in the order asked.
+            if !pairs.insert(job.like.pair()) {
+                next = Some(job);
+                break;
+            }
+            batch.push(job);
+        }
+        write_batch(&db, &outbox, batch).await;
+    }
+}
+
+/// Writes `batch`, answering each caller; a batch that fails is written again one change at
+/// a time, so that one change that cannot be written fails alone.
+async fn write_batch(db: &DatabaseConnection, outbox: &Outbox, batch: Vec<Job>) {
+    let changes: Vec<_> = batch.iter().map(|job| (job.change, job.like)).collect();
+    let events: Vec<_> = batch.iter().map(|job| job.event.clone()).collect();
+    match apply(db, outbox, &changes, events).await {
+        Ok(counts) => {
+            outbox.committed();
+            for (job, count) in batch.into_iter().zip(counts) {
+                let _ = job.answer.send(Ok(count));
+            }
+        }
+        Err(error) if batch.len() == 1 => {
+            if let Some(job) = batch.into_iter().next() {
+                let _ = job.answer.send(Err(error));
+            }
+        }
+        Err(_) => {
+            for job in batch {
+                let answer = apply(db, outbox, &[(job.change, job.like)], vec![job.event]).await;
+                if answer.is_ok() {
+                    outbox.committed();
+                }
+                let _ = job
+                    .answer
+                    .send(answer.map(|counts| counts.first().copied().unwrap_or(0)));
+            }
+        }
+    }
+}
+
+/// Applies `changes` (each like at most once) and the events of those that change anything,
+/// in ONE transaction: likes in one statement, unlikes in one, events in one, counts in one.
+/// Returns each change's post's like count as of the commit.
+async fn apply(
+    db: &DatabaseConnection,
+    outbox: &Outbox,
+    changes: &[(LikeChange, LikeKey)],
+    events: Vec<OutboxEvent>,
+) -> Result<Vec<u64>, ServiceError> {
+    let of = |kind| {
+        changes
+            .iter()
+            .filter(move |(change, _)| *change == kind)
+            .map(|(_, like)| like)
+    };
+    let txn = db.begin().await?;
+    let now = Utc::now();
+    let rows: Vec<_> = of(LikeChange::Like)
+        .map(|like| ActiveModel {
+            post_id: Set(like.post_id),
+            user_id: Set(like.user_id),
+            created_at: Set(now),
+        })
+        .collect();
+    // Only a change is an event: liking twice notifies once.
+    let mut changed: HashSet<(Uuid, Uuid)> = Likes::insert_many(rows)
+        .on_conflict(
+            OnConflict::columns([Column::PostId, Column::UserId])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_with_returning(&txn)
+        .await?
+        .into_iter()
+        .map(|l| (l.post_id, l.user_id))
+        .collect();
+    let unliked = of(LikeChange::Unlike).fold(Condition::any(), |any, like| {
+        any.add(
+            Column::PostId
+                .eq(like.post_id)
+                .and(Column::UserId.eq(like.user_id)),
+        )
+    });
+    if !unliked.is_empty() {
+        let removed = Likes::delete_many()
+            .filter(unliked)
+            .exec_with_returning(&txn)
+            .await?;
+        changed.extend(removed.into_iter().map(|l| (l.post_id, l.user_id)));
+    }
+    let events: Vec<_> = changes
+        .iter()
+        .zip(events)
+        .filter(|((_, like), _)| changed.contains(&like.pair()))
+        .map(|(_, event)| event)
+        .collect();
+    if !events.is_empty() {
+        outbox.enqueue_all(&txn, events).await?;
+    }
+    let posts: Vec<Uuid> = changes.iter().map(|(_, like)| like.post_id).collect();
+    let counts = counts_of(&txn, &posts).await?;
+    txn.commit().await?;
+    Ok(changes
+        .iter()
+        .map(|(_, like)| counts.get(&like.post_id).copied().unwrap_or(0))
+        .collect())
 }

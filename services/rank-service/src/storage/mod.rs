@@ -37,7 +37,7 @@ use crate::domain::{Engagement, trending_score};
 use entity::{ActiveModel, Column, Entity as RankPosts};
 
 /// Which counter an event moves.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Counter {
     Likes,
     Comments,
@@ -82,7 +82,8 @@ pub async fn post_deleted(db: &impl ConnectionTrait, post_id: Uuid) -> Result<()
     Ok(())
 }
 
-/// Adds `delta` to a counter atomically (safe with several replicas consuming).
+/// Adds `delta` to a counter atomically (safe with several replicas consuming), in one
+/// statement: the row of a post not seen yet starts from zero.
 #[tracing::instrument(name = "db", skip_all, fields(otel.name = "rank-service/add", otel.kind = "client"))]
 pub async fn add(
     db: &impl ConnectionTrait,
@@ -90,17 +91,26 @@ pub async fn add(
     counter: Counter,
     delta: i64,
 ) -> Result<(), DbErr> {
-    ensure_row(db, post_id).await?;
     let column = match counter {
         Counter::Likes => Column::Likes,
         Counter::Comments => Column::Comments,
         Counter::Views => Column::Views,
     };
-    RankPosts::update_many()
-        .col_expr(column, Expr::col(column).add(delta))
-        .filter(Column::PostId.eq(post_id))
-        .exec(db)
-        .await?;
+    let start = |c: Counter| Set(if c == counter { delta } else { 0 });
+    RankPosts::insert(ActiveModel {
+        post_id: Set(post_id),
+        created_at: Set(None),
+        likes: start(Counter::Likes),
+        comments: start(Counter::Comments),
+        views: start(Counter::Views),
+    })
+    .on_conflict(
+        OnConflict::column(Column::PostId)
+            .value(column, Expr::col((RankPosts, column)).add(delta))
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
     Ok(())
 }
 
