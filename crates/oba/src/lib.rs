@@ -296,6 +296,8 @@ impl UpConfig {
 /// it still answer its in-flight requests; then each internal service drains in turn.
 pub struct System {
     addrs: BTreeMap<Service, SocketAddr>,
+    /// The in-process bus every service publishes to and consumes from.
+    bus: Bus,
     shutdown: CancellationToken,
     /// Cancelled when any service ends on its own, which takes the others down.
     failed: CancellationToken,
@@ -385,10 +387,16 @@ impl System {
         }
         Ok(Self {
             addrs,
+            bus,
             shutdown,
             failed,
             running,
         })
+    }
+
+    /// The in-process bus, for listening to what the services publish.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
     }
 
     pub fn addr(&self, service: Service) -> Option<SocketAddr> {

@@ -407,36 +407,28 @@ async fn a_consumer_killed_mid_stream_loses_nothing_after_restart() {
     assert_eq!(notification_count(&app, &alice).await, 12, "none doubled");
 }
 
-/// The first `event_type` envelope in the outbox of an embedded service's database file.
-async fn outbox_event(
-    app: &TestSystem,
-    db_file: &str,
+/// The next `event_type` envelope published on `events` (an embedded system's bus).
+async fn published(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>,
     event_type: &str,
 ) -> oba_proto::event::v1::Envelope {
     use prost::Message as _;
-    use sea_orm::EntityTrait;
-
-    let url = format!(
-        "sqlite://{}?mode=ro",
-        app.data_dir().join(db_file).display()
-    );
-    let db = sea_orm::Database::connect(url)
-        .await
-        .expect("database file");
-    let rows = oba_kit::outbox::entity::Entity::find()
-        .all(&db)
-        .await
-        .expect("outbox");
-    let row = rows
-        .iter()
-        .find(|r| r.event_type == event_type)
-        .unwrap_or_else(|| panic!("{event_type} written"));
-    oba_proto::event::v1::Envelope::decode(row.envelope.as_slice()).expect("envelope")
+    loop {
+        let payload = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{event_type} published"))
+            .expect("the bus is open");
+        let envelope = oba_proto::event::v1::Envelope::decode(payload).expect("envelope");
+        if envelope.r#type == event_type {
+            return envelope;
+        }
+    }
 }
 
 #[tokio::test]
 async fn an_event_carries_the_trace_of_the_request_that_caused_it() {
     let app = TestSystem::start().await;
+    let mut events = app.listen("oba.>").expect("an embedded bus");
     let (alice, _) = app.register("alice").await;
     app.create_post(&alice, "Traced", &[]).await;
     let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -452,18 +444,18 @@ async fn an_event_carries_the_trace_of_the_request_that_caused_it() {
     let body: Value = response.json().await.expect("JSON");
     assert!(body["errors"].is_null(), "{body}");
 
-    // Read like-service's own outbox: the event row written with the like.
-    let liked = outbox_event(&app, "like.db", "post.liked").await;
-    assert_eq!(
-        liked.trace_context.get("traceparent").map(String::as_str),
-        Some(trace)
-    );
-
     // A request without one gets a trace of its own.
-    let envelope = outbox_event(&app, "post.db", "post.created").await;
+    let envelope = published(&mut events, "post.created").await;
     let own = envelope.trace_context.get("traceparent").expect("a trace");
     assert!(
         oba_kit::trace::parse(own).is_some() && own != trace,
         "{own}"
+    );
+
+    // The event published for the like, as like-service wrote it with the like.
+    let liked = published(&mut events, "post.liked").await;
+    assert_eq!(
+        liked.trace_context.get("traceparent").map(String::as_str),
+        Some(trace)
     );
 }

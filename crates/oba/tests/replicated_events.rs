@@ -2,6 +2,7 @@
 //! relays sharing one outbox publish each row once, a publish repeated after a crash is
 //! dropped by event id, a consumer receives only its own subjects, whatever the server
 //! version (NATS 2.9 ignores `filter_subjects`), and its lag counts what it has not acked.
+//! And likes written together by two replicas, each with several writers, count once.
 
 #![cfg_attr(not(oba_test_postgres), allow(dead_code, unused_imports))]
 
@@ -251,4 +252,85 @@ async fn a_consumers_lag_is_what_it_has_not_acked() {
     first.ack().await.expect("ack");
     assert_eq!(lag_becomes(2).await, 2);
     delete_stream(&namespace).await;
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(oba_test_postgres),
+    ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
+)]
+async fn likes_written_together_by_two_replicas_count_once_in_order() {
+    use futures::future::join_all;
+    use like_service::storage::{LikeKey, LikeStore, migration::Migrator};
+    use sea_orm::{EntityTrait, QueryOrder};
+
+    let admin = std::env::var("OBA_TEST_DATABASE_URL").expect("OBA_TEST_DATABASE_URL");
+    let server = admin.rsplit_once('/').map_or(admin.as_str(), |(s, _)| s);
+    let name = unique("oba_likes_");
+    let config = DbConfig {
+        url: Setting::new("OBA_DATABASE_URL", format!("{server}/{name}")),
+        max_connections: 10,
+        connect_timeout: Duration::from_secs(5),
+    };
+    db::create_if_missing(&config).await.expect("database");
+    let first = db::connect_and_migrate::<Migrator>(&config)
+        .await
+        .expect("migrate");
+    let second = db::connect_and_migrate::<Migrator>(&config)
+        .await
+        .expect("connect");
+    let replicas = [
+        LikeStore::new(first.clone(), Outbox::default()),
+        LikeStore::new(second, Outbox::default()),
+    ];
+    let like = |post_id, user_id| LikeKey {
+        post_id,
+        user_id,
+        post_author_id: None,
+    };
+    let post = uuid::Uuid::now_v7();
+    let users: Vec<_> = (0..40).map(|_| uuid::Uuid::now_v7()).collect();
+    // Every user likes on both replicas at once: 80 likes, 40 changes.
+    let likes = users
+        .iter()
+        .flat_map(|user| replicas.iter().map(move |r| r.like(like(post, *user))));
+    let answers = join_all(likes).await;
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    assert_eq!(
+        replicas[0].counts(&[post]).await.expect("counts")[&post],
+        40
+    );
+
+    // One user's like changed three times at once on one replica: applied in that order.
+    let user = users[0];
+    let (unliked, liked, unliked_again) = tokio::join!(
+        replicas[1].unlike(like(post, user)),
+        replicas[1].like(like(post, user)),
+        replicas[1].unlike(like(post, user)),
+    );
+    assert_eq!(
+        (
+            unliked.expect("unlike"),
+            liked.expect("like"),
+            unliked_again.expect("unlike")
+        ),
+        (39, 40, 39)
+    );
+
+    let events: Vec<String> = oba_kit::outbox::entity::Entity::find()
+        .order_by_asc(oba_kit::outbox::entity::Column::Id)
+        .all(&first)
+        .await
+        .expect("outbox")
+        .into_iter()
+        .map(|row| row.event_type)
+        .collect();
+    let liked = events.iter().filter(|e| *e == "post.liked").count();
+    let unliked = events.iter().filter(|e| *e == "post.unliked").count();
+    assert_eq!((liked, unliked), (41, 2), "{events:?}");
+    assert_eq!(events.last().map(String::as_str), Some("post.unliked"));
+
+    drop(replicas);
+    first.close().await.expect("close");
+    drop_database(&admin, &name).await;
 }

@@ -71,6 +71,18 @@ impl TestSystem {
             .expect("system starts")
     }
 
+    /// What the embedded system's services publish on `subject` (e.g. `oba.post.>`) from
+    /// now on; None in production mode.
+    pub fn listen(
+        &self,
+        subject: &str,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>> {
+        match &self.backend {
+            Backend::Embedded(Some(system)) => Some(system.bus().listen(subject)),
+            _ => None,
+        }
+    }
+
     /// Separate `oba serve` processes on fresh PostgreSQL databases (`OBA_TEST_DATABASE_URL`).
     pub async fn start_production() -> Self {
         Self::production(false, false, &[]).await

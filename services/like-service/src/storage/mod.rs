@@ -1,9 +1,19 @@
 //! Likes in like-service's own database, behind SeaORM.
+//!
+//! Likes and unlikes are written by writer tasks ([`LikeStore::new`] starts them): a caller
+//! hands its change over and waits for the commit, and a writer writes all the changes
+//! waiting for it in ONE transaction (group commit), up to [`BATCH_MAX`]. A like (a post
+//! and a user) always goes to the same writer, and two changes of it never share a batch,
+//! so they apply in the order asked. SQLite has one writer (one connection, one writer at a
+//! time anyway); PostgreSQL has [`POSTGRES_WRITERS`], whose commits it flushes together. The
+//! writers stop when the last clone of the store is dropped, after writing what was already
+//! handed over. Reads go straight to the database.
 
 pub mod entity;
 pub mod migration;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::Utc;
 use oba_kit::ServiceError;
@@ -11,8 +21,8 @@ use oba_kit::outbox::{Outbox, OutboxEvent};
 use oba_proto::event::v1::PostLiked;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -64,21 +74,34 @@ struct Job {
 /// The most changes written in one transaction.
 pub const BATCH_MAX: usize = 64;
 
-/// Changes waiting for the writer; beyond this, callers wait to hand theirs over.
+/// Changes waiting for a writer; beyond this, callers wait to hand theirs over.
 const QUEUED_MAX: usize = 1024;
+
+/// Writers on PostgreSQL: transactions in flight at once, leaving the rest of the pool
+/// (`OBA_DATABASE_MAX_CONNECTIONS`, 10 by default) to reads and the outbox relay.
+pub const POSTGRES_WRITERS: usize = 4;
 
 #[derive(Clone)]
 pub struct LikeStore {
     db: DatabaseConnection,
-    writer: mpsc::Sender<Job>,
+    writers: Arc<[mpsc::Sender<Job>]>,
 }
 
 impl LikeStore {
-    /// The store and its writer, a task that lives as long as some clone of the store.
+    /// The store and its writers, tasks that live as long as some clone of the store.
     pub fn new(db: DatabaseConnection, outbox: Outbox) -> Self {
-        let (writer, jobs) = mpsc::channel(QUEUED_MAX);
-        tokio::spawn(write_together(db.clone(), outbox, jobs));
-        Self { db, writer }
+        let count = match db.get_database_backend() {
+            DbBackend::Sqlite => 1,
+            _ => POSTGRES_WRITERS,
+        };
+        let writers = (0..count)
+            .map(|_| {
+                let (writer, jobs) = mpsc::channel(QUEUED_MAX);
+                tokio::spawn(write_together(db.clone(), outbox.clone(), jobs));
+                writer
+            })
+            .collect();
+        Self { db, writers }
     }
 
     /// Idempotent: the primary key makes a repeated like a no-op, even under races. Returns
@@ -108,7 +131,9 @@ impl LikeStore {
             answer,
         };
         let stopped = || ServiceError::Internal("the like writer has stopped".into());
-        self.writer.send(job).await.map_err(|_| stopped())?;
+        // The same like, the same writer: its changes stay in order.
+        let writer = &self.writers[writer_of(like.pair(), self.writers.len())];
+        writer.send(job).await.map_err(|_| stopped())?;
         answered.await.map_err(|_| stopped())?
     }
 
@@ -184,7 +209,14 @@ async fn counts_of(
         .collect())
 }
 
-/// The writer: takes the changes waiting and writes them in one transaction, until every
+/// Which of `writers` writes the like `pair`.
+fn writer_of(pair: (Uuid, Uuid), writers: usize) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(pair);
+    usize::try_from(hash % writers.max(1) as u64).unwrap_or(0)
+}
+
+/// A writer: takes the changes waiting and writes them in one transaction, until every
 /// store is dropped. A commit per like was most of a like's cost; under load, what arrives
 /// while one batch commits goes together in the next.
 async fn write_together(db: DatabaseConnection, outbox: Outbox, mut jobs: mpsc::Receiver<Job>) {
