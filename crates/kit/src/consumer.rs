@@ -429,17 +429,23 @@ mod tests {
         .into()
     }
 
+    /// A fresh SQLite database with the `processed_events` table (and the dir holding it).
+    async fn processed_db() -> (tempfile::TempDir, DatabaseConnection) {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = DbConfig::sqlite_file("OBA_DATABASE_URL", &dir.path().join("c.db"));
+        let db = connect_and_migrate::<ProcessedOnly>(&config)
+            .await
+            .expect("db");
+        (dir, db)
+    }
+
     fn decoded(id: &str, event_type: &str) -> Envelope {
         Envelope::decode(envelope(id, event_type)).expect("decodes")
     }
 
     #[tokio::test]
     async fn events_applied_together_are_applied_all_or_none() {
-        let dir = tempfile::tempdir().expect("dir");
-        let config = DbConfig::sqlite_file("OBA_DATABASE_URL", &dir.path().join("c.db"));
-        let db = connect_and_migrate::<ProcessedOnly>(&config)
-            .await
-            .expect("db");
+        let (_dir, db) = processed_db().await;
         let projection = Recording::default();
         let good = decoded("4", "post.liked");
         let refused = handle_together(
@@ -464,11 +470,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_event_twice_in_one_batch_is_applied_once() {
-        let dir = tempfile::tempdir().expect("dir");
-        let config = DbConfig::sqlite_file("OBA_DATABASE_URL", &dir.path().join("c.db"));
-        let db = connect_and_migrate::<ProcessedOnly>(&config)
-            .await
-            .expect("db");
+        let (_dir, db) = processed_db().await;
         let projection = Recording::default();
         let (liked, other) = (decoded("7", "post.liked"), decoded("8", "post.liked"));
         let handled = handle_together(&db, &projection, &[liked.clone(), other, liked])
@@ -483,11 +485,7 @@ mod tests {
 
     #[tokio::test]
     async fn waiting_events_are_applied_together_and_one_bad_event_holds_up_no_other() {
-        let dir = tempfile::tempdir().expect("dir");
-        let config = DbConfig::sqlite_file("OBA_DATABASE_URL", &dir.path().join("c.db"));
-        let db = connect_and_migrate::<ProcessedOnly>(&config)
-            .await
-            .expect("db");
+        let (_dir, db) = processed_db().await;
         let bus = InProcessBus::default();
         let subjects = vec!["t.>".to_owned()];
         let deliveries = bus.subscribe("c", subjects.clone());

@@ -76,15 +76,7 @@ async fn bus(namespace: &str) -> Bus {
     ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
 )]
 async fn two_relays_on_one_outbox_publish_each_event_once() {
-    let admin = std::env::var("OBA_TEST_DATABASE_URL").expect("OBA_TEST_DATABASE_URL");
-    let server = admin.rsplit_once('/').map_or(admin.as_str(), |(s, _)| s);
-    let name = unique("oba_relay_");
-    let config = DbConfig {
-        url: Setting::new("OBA_DATABASE_URL", format!("{server}/{name}")),
-        max_connections: 5,
-        connect_timeout: Duration::from_secs(5),
-    };
-    db::create_if_missing(&config).await.expect("database");
+    let (admin, name, config) = fresh_database("oba_relay_", 5).await;
     let writer = db::connect_and_migrate::<OutboxOnly>(&config)
         .await
         .expect("migrate");
@@ -100,6 +92,17 @@ async fn two_relays_on_one_outbox_publish_each_event_once() {
             .await
             .expect("enqueue");
     }
+
+    // The first row, as a relay that crashes before its commit would publish it again.
+    let row = {
+        use sea_orm::{EntityTrait, QueryOrder};
+        oba_kit::outbox::entity::Entity::find()
+            .order_by_asc(oba_kit::outbox::entity::Column::Id)
+            .one(&writer)
+            .await
+            .expect("query")
+            .expect("a row")
+    };
 
     // Two replicas: each its own connection pool and relay, one outbox table.
     let namespace = unique("relay");
@@ -126,17 +129,8 @@ async fn two_relays_on_one_outbox_publish_each_event_once() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(stream_messages(&namespace).await, EVENTS as u64);
 
-    // A relay that crashed after publishing but before marking the row sent publishes the
+    // A relay that crashed after publishing but before deleting the row publishes the
     // same event again: the stream drops it by its id.
-    let row = {
-        use sea_orm::{EntityTrait, QueryOrder};
-        oba_kit::outbox::entity::Entity::find()
-            .order_by_asc(oba_kit::outbox::entity::Column::Id)
-            .one(&writer)
-            .await
-            .expect("query")
-            .expect("a row")
-    };
     bus(&namespace)
         .await
         .publish(
@@ -155,6 +149,20 @@ async fn two_relays_on_one_outbox_publish_each_event_once() {
     writer.close().await.expect("close");
     delete_stream(&namespace).await;
     drop_database(&admin, &name).await;
+}
+
+/// A new PostgreSQL database on the test server: the admin URL, its name, and its config.
+async fn fresh_database(prefix: &str, max_connections: u32) -> (String, String, DbConfig) {
+    let admin = std::env::var("OBA_TEST_DATABASE_URL").expect("OBA_TEST_DATABASE_URL");
+    let server = admin.rsplit_once('/').map_or(admin.as_str(), |(s, _)| s);
+    let name = unique(prefix);
+    let config = DbConfig {
+        url: Setting::new("OBA_DATABASE_URL", format!("{server}/{name}")),
+        max_connections,
+        connect_timeout: Duration::from_secs(5),
+    };
+    db::create_if_missing(&config).await.expect("database");
+    (admin, name, config)
 }
 
 async fn stream_messages_or_zero(namespace: &str) -> u64 {
@@ -264,15 +272,7 @@ async fn likes_written_together_by_two_replicas_count_once_in_order() {
     use like_service::storage::{LikeKey, LikeStore, migration::Migrator};
     use sea_orm::{EntityTrait, QueryOrder};
 
-    let admin = std::env::var("OBA_TEST_DATABASE_URL").expect("OBA_TEST_DATABASE_URL");
-    let server = admin.rsplit_once('/').map_or(admin.as_str(), |(s, _)| s);
-    let name = unique("oba_likes_");
-    let config = DbConfig {
-        url: Setting::new("OBA_DATABASE_URL", format!("{server}/{name}")),
-        max_connections: 10,
-        connect_timeout: Duration::from_secs(5),
-    };
-    db::create_if_missing(&config).await.expect("database");
+    let (admin, name, config) = fresh_database("oba_likes_", 10).await;
     let first = db::connect_and_migrate::<Migrator>(&config)
         .await
         .expect("migrate");

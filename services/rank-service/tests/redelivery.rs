@@ -20,8 +20,8 @@ fn envelope(event_type: &str, payload: &impl Message) -> Envelope {
     }
 }
 
-#[tokio::test]
-async fn the_same_like_delivered_twice_counts_once() {
+/// A fresh rank-service database (and the dir holding it).
+async fn rank_db() -> (tempfile::TempDir, sea_orm::DatabaseConnection) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = connect_and_migrate::<Migrator>(&DbConfig::sqlite_file(
         "TEST",
@@ -29,6 +29,12 @@ async fn the_same_like_delivered_twice_counts_once() {
     ))
     .await
     .expect("database");
+    (dir, db)
+}
+
+#[tokio::test]
+async fn the_same_like_delivered_twice_counts_once() {
+    let (_dir, db) = rank_db().await;
     let post = Uuid::now_v7();
     let created = envelope(
         "post.created",
@@ -94,13 +100,7 @@ async fn the_same_like_delivered_twice_counts_once() {
 
 #[tokio::test]
 async fn likes_heard_before_their_post_count_once_it_arrives() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = connect_and_migrate::<Migrator>(&DbConfig::sqlite_file(
-        "TEST",
-        &dir.path().join("rank.db"),
-    ))
-    .await
-    .expect("database");
+    let (_dir, db) = rank_db().await;
     let (early, plain) = (Uuid::now_v7(), Uuid::now_v7());
     let liked = |post: Uuid| {
         envelope(
