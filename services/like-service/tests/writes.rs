@@ -114,3 +114,24 @@ async fn likes_and_unlikes_of_many_posts_at_once_leave_the_right_counts() {
     let counts = store.counts(&posts).await.expect("counts");
     assert!(posts.iter().all(|p| counts[p] == 6), "{counts:?}");
 }
+
+#[tokio::test]
+async fn a_change_whose_caller_gave_up_before_it_was_written_is_not_made() {
+    let (_dir, db, store) = store().await;
+    let (post, gone, waiting) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let mut abandoned = Box::pin(store.like(like(post, gone)));
+    // Handed to the writer, then given up before the writer ran (as a deadline would).
+    assert!(futures::poll!(abandoned.as_mut()).is_pending());
+    drop(abandoned);
+
+    let count = store.like(like(post, waiting)).await.expect("like");
+    assert_eq!(count, 1);
+    assert_eq!(events(&db).await, vec!["post.liked"]);
+    assert!(
+        store
+            .liked_among(gone, &[post])
+            .await
+            .expect("liked")
+            .is_empty()
+    );
+}
