@@ -280,8 +280,8 @@ async fn likes_written_together_by_two_replicas_count_once_in_order() {
         .await
         .expect("connect");
     let replicas = [
-        LikeStore::new(first.clone(), Outbox::default()),
-        LikeStore::new(second, Outbox::default()),
+        LikeStore::new(first.clone(), Outbox::default(), config.max_connections),
+        LikeStore::new(second, Outbox::default(), config.max_connections),
     ];
     let like = |post_id, user_id| LikeKey {
         post_id,

@@ -22,6 +22,11 @@ pub async fn app(config: &Config, in_process_bus: Option<Bus>) -> Result<Service
         .connect::<storage::migration::Migrator>(in_process_bus)
         .await?;
     let (app, outbox, posts) = backends.publishing_post_reader(NAME, &config.post_service)?;
-    let service = grpc::LikeGrpc::new(storage::LikeStore::new(backends.db, outbox), posts);
+    let store = storage::LikeStore::new(
+        backends.db,
+        outbox,
+        config.backends.database.max_connections,
+    );
+    let service = grpc::LikeGrpc::new(store, posts);
     Ok(app.grpc(LikeServiceServer::new(service)))
 }

@@ -16,7 +16,7 @@ async fn store() -> (tempfile::TempDir, DatabaseConnection, LikeStore) {
     ))
     .await
     .expect("database");
-    let store = LikeStore::new(db.clone(), Outbox::default());
+    let store = LikeStore::new(db.clone(), Outbox::default(), 1);
     (dir, db, store)
 }
 
