@@ -259,19 +259,8 @@ async fn notification_count(app: &TestSystem, token: &str) -> usize {
 }
 
 async fn metric(app: &TestSystem, service: Service, name: &str) -> f64 {
-    let text = app
-        .http
-        .get(format!("http://{}/metrics", app.addr(service)))
-        .send()
+    app.metric_total(&format!("http://{}", app.addr(service)), name, "")
         .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test]

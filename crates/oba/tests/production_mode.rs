@@ -151,13 +151,10 @@ async fn reads_are_counted_in_memory_and_reported_as_one_event_per_post() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // ...as one event per report interval the reads spanned, not one write per read.
-    let events: f64 = app
-        .metrics(&format!("http://{}", app.addr(Service::PostService)))
-        .await
-        .lines()
-        .filter(|l| l.starts_with("oba_events_published_total") && l.contains("post.viewed"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let post_service = format!("http://{}", app.addr(Service::PostService));
+    let events = app
+        .metric_total(&post_service, "oba_events_published_total", "post.viewed")
+        .await;
     assert!(
         (1.0..=3.0).contains(&events),
         "{events} post.viewed events for 20 reads"

@@ -585,12 +585,8 @@ async fn writes_through_two_replicas_of_everything_are_published_and_applied_onc
         let mut published = 0.0;
         for relay in &relays {
             published += app
-                .metrics(relay)
-                .await
-                .lines()
-                .filter(|l| l.starts_with("oba_events_published_total"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>();
+                .metric_total(relay, "oba_events_published_total", "")
+                .await;
         }
         let messages = nats
             .get_stream(&stream)

@@ -216,7 +216,6 @@ impl TestSystem {
         response.json().await.expect("JSON body")
     }
 
-    /// The `/metrics` text of the service at `base` (`http://host:port`).
     /// How many calls `service` has answered to its gRPC method named `method` (the end
     /// of its path, e.g. `ListPosts`), from its metrics.
     pub async fn grpc_calls(&self, service: Service, method: &str) -> u64 {
@@ -230,6 +229,18 @@ impl TestSystem {
             .sum()
     }
 
+    /// The sum of the samples of metric `name` (every label set) whose line contains
+    /// `containing` ("" for all), at the service at `base` (`http://host:port`).
+    pub async fn metric_total(&self, base: &str, name: &str, containing: &str) -> f64 {
+        self.metrics(base)
+            .await
+            .lines()
+            .filter(|l| l.starts_with(name) && l.contains(containing))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// The `/metrics` text of the service at `base` (`http://host:port`).
     pub async fn metrics(&self, base: &str) -> String {
         self.http
             .get(format!("{base}/metrics"))
