@@ -258,48 +258,36 @@ async fn write_together(db: DatabaseConnection, outbox: Outbox, mut jobs: mpsc::
 /// Writes `batch`, answering each caller; a batch that fails is written again one change at
 /// a time, so that one change that cannot be written fails alone.
 async fn write_batch(db: &DatabaseConnection, outbox: &Outbox, batch: Vec<Job>) {
-    let changes: Vec<_> = batch.iter().map(|job| (job.change, job.like)).collect();
-    let events: Vec<_> = batch.iter().map(|job| job.event.clone()).collect();
-    match apply(db, outbox, &changes, events).await {
-        Ok(counts) => {
-            outbox.committed();
-            for (job, count) in batch.into_iter().zip(counts) {
-                let _ = job.answer.send(Ok(count));
-            }
-        }
-        Err(error) if batch.len() == 1 => {
-            if let Some(job) = batch.into_iter().next() {
-                let _ = job.answer.send(Err(error));
-            }
-        }
+    let answers = match apply(db, outbox, &batch).await {
+        Ok(counts) => counts.into_iter().map(Ok).collect(),
+        Err(error) if batch.len() == 1 => vec![Err(error)],
         Err(_) => {
-            for job in batch {
-                let answer = apply(db, outbox, &[(job.change, job.like)], vec![job.event]).await;
-                if answer.is_ok() {
-                    outbox.committed();
-                }
-                let _ = job
-                    .answer
-                    .send(answer.map(|counts| counts.first().copied().unwrap_or(0)));
+            let mut answers = Vec::with_capacity(batch.len());
+            for job in &batch {
+                let alone = apply(db, outbox, std::slice::from_ref(job)).await;
+                answers.push(alone.map(|counts| counts.first().copied().unwrap_or(0)));
             }
+            answers
         }
+    };
+    for (job, answer) in batch.into_iter().zip(answers) {
+        let _ = job.answer.send(answer);
     }
 }
 
-/// Applies `changes` (each like at most once) and the events of those that change anything,
-/// in ONE transaction: likes in one statement, unlikes in one, events in one, counts in one.
-/// Returns each change's post's like count as of the commit.
+/// Applies the changes of `jobs` (each like at most once) and the events of those that
+/// change anything, in ONE transaction: likes in one statement, unlikes in one, events in
+/// one, counts in one. Returns each change's post's like count as of the commit, and wakes
+/// the relay.
 async fn apply(
     db: &DatabaseConnection,
     outbox: &Outbox,
-    changes: &[(LikeChange, LikeKey)],
-    events: Vec<OutboxEvent>,
+    jobs: &[Job],
 ) -> Result<Vec<u64>, ServiceError> {
     let of = |kind| {
-        changes
-            .iter()
-            .filter(move |(change, _)| *change == kind)
-            .map(|(_, like)| like)
+        jobs.iter()
+            .filter(move |job| job.change == kind)
+            .map(|job| &job.like)
     };
     let txn = db.begin().await?;
     let now = Utc::now();
@@ -336,20 +324,20 @@ async fn apply(
             .await?;
         changed.extend(removed.into_iter().map(|l| (l.post_id, l.user_id)));
     }
-    let events: Vec<_> = changes
+    let events: Vec<_> = jobs
         .iter()
-        .zip(events)
-        .filter(|((_, like), _)| changed.contains(&like.pair()))
-        .map(|(_, event)| event)
+        .filter(|job| changed.contains(&job.like.pair()))
+        .map(|job| job.event.clone())
         .collect();
     if !events.is_empty() {
         outbox.enqueue_all(&txn, events).await?;
     }
-    let posts: Vec<Uuid> = changes.iter().map(|(_, like)| like.post_id).collect();
+    let posts: Vec<Uuid> = jobs.iter().map(|job| job.like.post_id).collect();
     let counts = counts_of(&txn, &posts).await?;
     txn.commit().await?;
-    Ok(changes
+    outbox.committed();
+    Ok(jobs
         .iter()
-        .map(|(_, like)| counts.get(&like.post_id).copied().unwrap_or(0))
+        .map(|job| counts.get(&job.like.post_id).copied().unwrap_or(0))
         .collect())
 }
