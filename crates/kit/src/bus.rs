@@ -84,7 +84,13 @@ impl Delivery {
 pub trait EventBus: Send + Sync + 'static {
     /// Publishes and waits until the bus has stored the message. `id` (the event id) makes
     /// a repeated publish of the same event a no-op on a bus that remembers ids.
-    async fn publish(&self, subject: &str, id: &str, payload: Bytes) -> Result<(), BusError>;
+    async fn publish(&self, subject: &str, id: &str, payload: Bytes) -> Result<(), BusError> {
+        self.send(subject, id, payload).await?.await
+    }
+    /// Hands the message to the bus and returns at once; [`Stored`] resolves once the bus
+    /// has stored it. Messages sent one after another are stored in that order, so a relay
+    /// sends a batch and then waits once, not a round trip per message.
+    async fn send(&self, subject: &str, id: &str, payload: Bytes) -> Result<Stored, BusError>;
     /// A durable subscription of `consumer` to `subjects` (NATS wildcards allowed).
     fn subscribe(&self, consumer: &str, subjects: Vec<String>)
     -> mpsc::UnboundedReceiver<Delivery>;
@@ -102,6 +108,9 @@ pub trait EventBus: Send + Sync + 'static {
 }
 
 pub type Bus = Arc<dyn EventBus>;
+
+/// A message handed to the bus ([`EventBus::send`]): resolves once the bus has stored it.
+pub type Stored = futures::future::BoxFuture<'static, Result<(), BusError>>;
 
 /// `OBA_BUS_URL` (`nats://host:4222`; unset: in-process) and `OBA_BUS_NAMESPACE`.
 #[derive(Debug, Clone)]
@@ -176,7 +185,7 @@ impl InProcessBus {
 
 #[tonic::async_trait]
 impl EventBus for InProcessBus {
-    async fn publish(&self, subject: &str, _id: &str, payload: Bytes) -> Result<(), BusError> {
+    async fn send(&self, subject: &str, _id: &str, payload: Bytes) -> Result<Stored, BusError> {
         // One process, one relay per outbox: nothing is published twice to deduplicate.
         let consumers = self
             .consumers
@@ -203,7 +212,9 @@ impl EventBus for InProcessBus {
         }
         drop(consumers);
         // As on NATS, where a core subscriber of a subject also gets what JetStream stores.
-        self.tell_listeners(subject, &payload)
+        self.tell_listeners(subject, &payload)?;
+        // Handed over is stored: the queues are in this process.
+        Ok(Box::pin(std::future::ready(Ok(()))))
     }
 
     fn subscribe(
@@ -271,7 +282,7 @@ pub struct NatsBus {
     namespace: String,
     /// Whether the stream is known to exist: made sure of once, not on every publish (a
     /// round trip to the server each), and again after a publish failed.
-    stream_ready: std::sync::atomic::AtomicBool,
+    stream_ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl NatsBus {
@@ -391,7 +402,7 @@ impl NatsBus {
 
 #[tonic::async_trait]
 impl EventBus for NatsBus {
-    async fn publish(&self, subject: &str, id: &str, payload: Bytes) -> Result<(), BusError> {
+    async fn send(&self, subject: &str, id: &str, payload: Bytes) -> Result<Stored, BusError> {
         if !self.stream_ready.load(Ordering::Relaxed) {
             Self::stream(&self.jetstream, &self.namespace).await?;
             self.stream_ready.store(true, Ordering::Relaxed);
@@ -400,19 +411,20 @@ impl EventBus for NatsBus {
         // an event published again after a relay crashed before marking it sent.
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", id);
-        let stored = async {
-            self.jetstream
-                .publish_with_headers(subject.to_owned(), headers, payload)
-                .await?
-                .await
-        }
-        .await;
-        if let Err(e) = stored {
-            // The stream may be gone (a server that lost its store): make sure of it next time.
-            self.stream_ready.store(false, Ordering::Relaxed);
-            return Err(BusError(e.to_string()));
-        }
-        Ok(())
+        // The stream may be gone (a server that lost its store): make sure of it next time.
+        let stream_ready = self.stream_ready.clone();
+        let failed = move |e: String| {
+            stream_ready.store(false, Ordering::Relaxed);
+            BusError(e)
+        };
+        let ack = self
+            .jetstream
+            .publish_with_headers(subject.to_owned(), headers, payload)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(Box::pin(async move {
+            ack.await.map(drop).map_err(|e| failed(e.to_string()))
+        }))
     }
 
     fn subscribe(

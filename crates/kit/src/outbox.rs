@@ -376,7 +376,9 @@ impl Relay {
             return Ok(false);
         }
         let full = rows.len() as u64 == BATCH;
-        let mut published = Vec::new();
+        // Every row is handed to the bus first, then the relay waits for the bus to have
+        // stored them, in order: one wait per batch instead of a round trip per event.
+        let mut sent = Vec::with_capacity(rows.len());
         let mut failure = None;
         for row in rows {
             let subject = format!("{}.{}", self.namespace, row.event_type);
@@ -385,7 +387,7 @@ impl Relay {
                 .flatten()
                 .and_then(|envelope| envelope.trace_context.get(crate::trace::HEADER).cloned());
             let id = row.id.to_string();
-            let publish = self.bus.publish(&subject, &id, row.envelope.into());
+            let send = self.bus.send(&subject, &id, row.envelope.into());
             let span = || {
                 tracing::info_span!(
                     "publish",
@@ -395,11 +397,23 @@ impl Relay {
                     messaging.destination.name = %subject,
                 )
             };
-            if let Err(e) = crate::trace::follow_on(cause, span, publish).await {
+            match crate::trace::follow_on(cause, span, send).await {
+                Ok(stored) => sent.push((row.id, row.event_type, stored)),
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        // Stored up to the first failure; a row after it may be stored too, and is then
+        // dropped by id when it is published again.
+        let mut published = Vec::with_capacity(sent.len());
+        for (id, event_type, stored) in sent {
+            if let Err(e) = stored.await {
                 failure = Some(e.to_string());
                 break;
             }
-            published.push((row.id, row.event_type));
+            published.push((id, event_type));
         }
         // What was published is deleted even when the bus failed midway: one statement.
         if !published.is_empty() {
@@ -517,6 +531,99 @@ mod tests {
         assert_eq!(left, 0, "a published row leaves the outbox");
         relay.publish_pending().await.expect("publish again");
         assert!(heard.try_recv().is_err(), "a sent row is not sent again");
+    }
+
+    /// A bus whose store fails the message sent `fails_at` (counting from 0), once.
+    #[derive(Default)]
+    struct StoreFailingOnce {
+        sent: std::sync::atomic::AtomicUsize,
+        fails_at: usize,
+        stored: Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    #[tonic::async_trait]
+    impl EventBus for StoreFailingOnce {
+        async fn send(
+            &self,
+            _subject: &str,
+            _id: &str,
+            payload: bytes::Bytes,
+        ) -> Result<crate::bus::Stored, crate::bus::BusError> {
+            let n = self.sent.fetch_add(1, Ordering::SeqCst);
+            let (stored, fails) = (self.stored.clone(), n == self.fails_at);
+            Ok(Box::pin(async move {
+                if fails {
+                    return Err(crate::bus::BusError("not stored".into()));
+                }
+                let envelope = oba_proto::event::v1::Envelope::decode(payload).expect("envelope");
+                stored.lock().expect("stored").push(envelope.aggregate_id);
+                Ok(())
+            }))
+        }
+        fn subscribe(
+            &self,
+            _consumer: &str,
+            _subjects: Vec<String>,
+        ) -> tokio::sync::mpsc::UnboundedReceiver<crate::bus::Delivery> {
+            tokio::sync::mpsc::unbounded_channel().1
+        }
+        async fn pending(
+            &self,
+            _consumer: &str,
+            _subjects: &[String],
+        ) -> Result<u64, crate::bus::BusError> {
+            Ok(0)
+        }
+        fn is_connected(&self) -> bool {
+            true
+        }
+        async fn announce(
+            &self,
+            _subject: &str,
+            _payload: bytes::Bytes,
+        ) -> Result<(), crate::bus::BusError> {
+            Ok(())
+        }
+        fn listen(&self, _subject: &str) -> tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes> {
+            tokio::sync::mpsc::unbounded_channel().1
+        }
+    }
+
+    #[tokio::test]
+    async fn rows_sent_after_one_the_bus_did_not_store_stay_and_go_again_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (relay, _) = relay_on_sqlite(&dir).await;
+        let bus = Arc::new(StoreFailingOnce {
+            fails_at: 2,
+            ..Default::default()
+        });
+        let relay = Relay {
+            bus: bus.clone(),
+            ..relay
+        };
+        let txn = relay.db.begin().await.expect("begin");
+        for n in 0..5 {
+            relay
+                .outbox
+                .enqueue(&txn, "post.liked", n, &event(n))
+                .await
+                .expect("enqueue");
+        }
+        txn.commit().await.expect("commit");
+
+        // All five are sent before any is known stored; the third is not stored.
+        assert!(relay.publish_pending().await.is_err());
+        assert_eq!(*bus.stored.lock().expect("stored"), ["0", "1"]);
+        let left = OutboxRows::find().count(&relay.db).await.expect("count");
+        assert_eq!(left, 3, "the rows from the first one not stored stay");
+
+        relay.publish_pending().await.expect("publish again");
+        assert_eq!(
+            *bus.stored.lock().expect("stored"),
+            ["0", "1", "2", "3", "4"]
+        );
+        let left = OutboxRows::find().count(&relay.db).await.expect("count");
+        assert_eq!(left, 0);
     }
 
     #[tokio::test]
