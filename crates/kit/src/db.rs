@@ -26,6 +26,12 @@ pub struct DbConfig {
     pub url: Setting<String>,
     pub max_connections: u32,
     pub connect_timeout: Duration,
+    /// PostgreSQL plans each prepared statement once per connection
+    /// (`plan_cache_mode = force_generic_plan`) rather than again at every execution when
+    /// it guesses that a plan for the values at hand is better: for a service whose hot
+    /// statement takes arrays, where planning cost more than the execution (see
+    /// like-service's storage). Off by default.
+    pub plan_once: bool,
 }
 
 impl DbConfig {
@@ -44,6 +50,7 @@ impl DbConfig {
             connect_timeout: Duration::from_secs(
                 env.parsed("OBA_DATABASE_CONNECT_TIMEOUT_SECS", 5).value,
             ),
+            plan_once: false,
         }
     }
 
@@ -53,6 +60,7 @@ impl DbConfig {
             url: Setting::new(key, format!("sqlite://{}?mode=rwc", path.display())),
             max_connections: SQLITE_CONNECTIONS,
             connect_timeout: Duration::from_secs(5),
+            plan_once: false,
         }
     }
 }
@@ -77,6 +85,12 @@ pub async fn connect_and_migrate<M: MigratorTrait>(
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
         });
+    if config.plan_once {
+        // Sent with the connection's start-up message: no round trip of its own.
+        options.map_sqlx_postgres_opts(|options| {
+            options.options([("plan_cache_mode", "force_generic_plan")])
+        });
+    }
     let db = Database::connect(options).await.map_err(|e| {
         config
             .url

@@ -152,7 +152,9 @@ impl OutboxEvent {
     }
 
     /// The row of this event; its id and time are taken now, in the order rows are added.
-    fn row(self) -> entity::ActiveModel {
+    /// Public for a store that writes its events in a statement of its own (see
+    /// like-service's PostgreSQL batch); [`Outbox::enqueue_all`] is the usual way.
+    pub fn into_row(self) -> entity::Model {
         let id = Uuid::now_v7();
         let now = Utc::now();
         let envelope = oba_proto::event::v1::Envelope {
@@ -166,12 +168,23 @@ impl OutboxEvent {
                 .map(|t| [(crate::trace::HEADER.to_owned(), t)].into())
                 .unwrap_or_default(),
         };
+        entity::Model {
+            id,
+            event_type: self.event_type.to_owned(),
+            envelope: envelope.encode_to_vec(),
+            created_at: now,
+            published_at: None,
+        }
+    }
+
+    fn row(self) -> entity::ActiveModel {
+        let row = self.into_row();
         entity::ActiveModel {
-            id: Set(id),
-            event_type: Set(self.event_type.to_owned()),
-            envelope: Set(envelope.encode_to_vec()),
-            created_at: Set(now),
-            published_at: Set(None),
+            id: Set(row.id),
+            event_type: Set(row.event_type),
+            envelope: Set(row.envelope),
+            created_at: Set(row.created_at),
+            published_at: Set(row.published_at),
         }
     }
 }

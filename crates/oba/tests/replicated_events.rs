@@ -2,7 +2,8 @@
 //! relays sharing one outbox publish each row once, a publish repeated after a crash is
 //! dropped by event id, a consumer receives only its own subjects, whatever the server
 //! version (NATS 2.9 ignores `filter_subjects`), and its lag counts what it has not acked.
-//! And likes written together by two replicas, each with several writers, count once.
+//! And likes written together by two replicas, each with several writers, count once, and
+//! a batch written as one PostgreSQL statement tells only what changed.
 
 #![cfg_attr(not(oba_test_postgres), allow(dead_code, unused_imports))]
 
@@ -160,6 +161,7 @@ async fn fresh_database(prefix: &str, max_connections: u32) -> (String, String, 
         url: Setting::new("OBA_DATABASE_URL", format!("{server}/{name}")),
         max_connections,
         connect_timeout: Duration::from_secs(5),
+        plan_once: false,
     };
     db::create_if_missing(&config).await.expect("database");
     (admin, name, config)
@@ -272,7 +274,8 @@ async fn likes_written_together_by_two_replicas_count_once_in_order() {
     use like_service::storage::{LikeKey, LikeStore, migration::Migrator};
     use sea_orm::{EntityTrait, QueryOrder};
 
-    let (admin, name, config) = fresh_database("oba_likes_", 10).await;
+    let (admin, name, mut config) = fresh_database("oba_likes_", 10).await;
+    config.plan_once = true; // as like-service connects
     let first = db::connect_and_migrate::<Migrator>(&config)
         .await
         .expect("migrate");
@@ -332,5 +335,103 @@ async fn likes_written_together_by_two_replicas_count_once_in_order() {
 
     drop(replicas);
     first.close().await.expect("close");
+    drop_database(&admin, &name).await;
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(oba_test_postgres),
+    ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
+)]
+async fn a_batch_of_likes_in_one_postgresql_statement_counts_and_tells_only_changes() {
+    use futures::future::join_all;
+    use like_service::storage::{LikeKey, LikeStore, POOL_KEPT, migration::Migrator};
+    use sea_orm::{ConnectionTrait, EntityTrait, QueryOrder};
+
+    // One writer: what it is handed at once is one batch, one statement.
+    let pool = u32::try_from(POOL_KEPT).expect("pool") + 1;
+    let (admin, name, mut config) = fresh_database("oba_likes_", pool).await;
+    config.plan_once = true; // as like-service connects
+    let db = db::connect_and_migrate::<Migrator>(&config)
+        .await
+        .expect("migrate");
+    let plans = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SHOW plan_cache_mode",
+        ))
+        .await
+        .expect("show")
+        .and_then(|row| row.try_get::<String>("", "plan_cache_mode").ok());
+    assert_eq!(plans.as_deref(), Some("force_generic_plan"));
+    let store = LikeStore::new(db.clone(), Outbox::default(), pool);
+    let like = |post_id, user_id| LikeKey {
+        post_id,
+        user_id,
+        post_author_id: None,
+    };
+    let (post, user, other, nobody) = (
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+    );
+    let (liked, unliked, liked_again, other_liked, other_again, not_liked) = tokio::join!(
+        store.like(like(post, user)),
+        store.unlike(like(post, user)),
+        store.like(like(post, user)),
+        store.like(like(post, other)),
+        store.like(like(post, other)),
+        store.unlike(like(post, nobody)),
+    );
+    // Each change of one like after the one before; the counts as of each commit.
+    assert_eq!(
+        (
+            liked.expect("like"),
+            unliked.expect("unlike"),
+            liked_again.expect("like")
+        ),
+        (1, 0, 2)
+    );
+    assert_eq!(other_liked.expect("like"), 2);
+    assert_eq!(other_again.expect("like"), 2);
+    assert!(not_liked.is_ok(), "{not_liked:?}");
+
+    // Many posts at once, then some taken back at once.
+    let posts: Vec<_> = (0..6).map(|_| uuid::Uuid::now_v7()).collect();
+    let users: Vec<_> = (0..8).map(|_| uuid::Uuid::now_v7()).collect();
+    let every = || {
+        posts
+            .iter()
+            .flat_map(|p| users.iter().map(move |u| like(*p, *u)))
+    };
+    let answers = join_all(every().map(|l| store.like(l))).await;
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    let taken_back = every().filter(|l| users[..3].contains(&l.user_id));
+    let answers = join_all(taken_back.map(|l| store.unlike(l))).await;
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    let counts = store.counts(&posts).await.expect("counts");
+    assert!(posts.iter().all(|p| counts[p] == 5), "{counts:?}");
+    assert_eq!(store.counts(&[post]).await.expect("counts")[&post], 2);
+
+    // One event per real change, in the order made: no event for a like liked again or
+    // an unlike of what nobody liked.
+    let events: Vec<String> = oba_kit::outbox::entity::Entity::find()
+        .order_by_asc(oba_kit::outbox::entity::Column::Id)
+        .all(&db)
+        .await
+        .expect("outbox")
+        .into_iter()
+        .map(|row| row.event_type)
+        .collect();
+    let expected: Vec<&str> = ["post.liked", "post.unliked", "post.liked", "post.liked"]
+        .into_iter()
+        .chain(std::iter::repeat_n("post.liked", 48))
+        .chain(std::iter::repeat_n("post.unliked", 18))
+        .collect();
+    assert_eq!(events, expected);
+
+    drop(store);
+    db.close().await.expect("close");
     drop_database(&admin, &name).await;
 }
