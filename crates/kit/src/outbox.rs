@@ -519,20 +519,25 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn relay_publishes_every_pending_row_in_order_then_deletes_it() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (relay, bus) = relay_on_sqlite(&dir).await;
-        let mut heard = bus.listen("t.>");
-        for n in 0..3 {
-            let txn = relay.db.begin().await.expect("begin");
+    /// Adds `count` post.liked events to the relay's outbox, the n-th about post `n`.
+    async fn enqueue_liked(relay: &Relay, count: u8) {
+        let txn = relay.db.begin().await.expect("begin");
+        for n in 0..count {
             relay
                 .outbox
                 .enqueue(&txn, "post.liked", n, &event(n))
                 .await
                 .expect("enqueue");
-            txn.commit().await.expect("commit");
         }
+        txn.commit().await.expect("commit");
+    }
+
+    #[tokio::test]
+    async fn relay_publishes_every_pending_row_in_order_then_deletes_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (relay, bus) = relay_on_sqlite(&dir).await;
+        let mut heard = bus.listen("t.>");
+        enqueue_liked(&relay, 3).await;
         relay.publish_pending().await.expect("publish");
         for n in 0..3u8 {
             let payload = heard.try_recv().expect("published");
@@ -614,15 +619,7 @@ mod tests {
             bus: bus.clone(),
             ..relay
         };
-        let txn = relay.db.begin().await.expect("begin");
-        for n in 0..5 {
-            relay
-                .outbox
-                .enqueue(&txn, "post.liked", n, &event(n))
-                .await
-                .expect("enqueue");
-        }
-        txn.commit().await.expect("commit");
+        enqueue_liked(&relay, 5).await;
 
         // All five are sent before any is known stored; the third is not stored.
         assert!(relay.publish_pending().await.is_err());

@@ -176,6 +176,19 @@ async fn stream_messages_or_zero(namespace: &str) -> u64 {
     }
 }
 
+/// The types of the events in `db`'s outbox, oldest first.
+async fn outbox_event_types(db: &sea_orm::DatabaseConnection) -> Vec<String> {
+    use sea_orm::{EntityTrait, QueryOrder};
+    oba_kit::outbox::entity::Entity::find()
+        .order_by_asc(oba_kit::outbox::entity::Column::Id)
+        .all(db)
+        .await
+        .expect("outbox")
+        .into_iter()
+        .map(|row| row.event_type)
+        .collect()
+}
+
 async fn drop_database(admin: &str, name: &str) {
     use sea_orm::sqlx::Connection;
     let mut connection = sea_orm::sqlx::PgConnection::connect(admin)
@@ -272,7 +285,6 @@ async fn a_consumers_lag_is_what_it_has_not_acked() {
 async fn likes_written_together_by_two_replicas_count_once_in_order() {
     use futures::future::join_all;
     use like_service::storage::{LikeKey, LikeStore, migration::Migrator};
-    use sea_orm::{EntityTrait, QueryOrder};
 
     let (admin, name, mut config) = fresh_database("oba_likes_", 10).await;
     config.plan_once = true; // as like-service connects
@@ -320,14 +332,7 @@ async fn likes_written_together_by_two_replicas_count_once_in_order() {
         (39, 40, 39)
     );
 
-    let events: Vec<String> = oba_kit::outbox::entity::Entity::find()
-        .order_by_asc(oba_kit::outbox::entity::Column::Id)
-        .all(&first)
-        .await
-        .expect("outbox")
-        .into_iter()
-        .map(|row| row.event_type)
-        .collect();
+    let events = outbox_event_types(&first).await;
     let liked = events.iter().filter(|e| *e == "post.liked").count();
     let unliked = events.iter().filter(|e| *e == "post.unliked").count();
     assert_eq!((liked, unliked), (41, 2), "{events:?}");
@@ -346,7 +351,7 @@ async fn likes_written_together_by_two_replicas_count_once_in_order() {
 async fn a_batch_of_likes_in_one_postgresql_statement_counts_and_tells_only_changes() {
     use futures::future::join_all;
     use like_service::storage::{LikeKey, LikeStore, POOL_KEPT, migration::Migrator};
-    use sea_orm::{ConnectionTrait, EntityTrait, QueryOrder};
+    use sea_orm::ConnectionTrait;
 
     // One writer: what it is handed at once is one batch, one statement.
     let pool = u32::try_from(POOL_KEPT).expect("pool") + 1;
@@ -416,14 +421,7 @@ async fn a_batch_of_likes_in_one_postgresql_statement_counts_and_tells_only_chan
 
     // One event per real change, in the order made: no event for a like liked again or
     // an unlike of what nobody liked.
-    let events: Vec<String> = oba_kit::outbox::entity::Entity::find()
-        .order_by_asc(oba_kit::outbox::entity::Column::Id)
-        .all(&db)
-        .await
-        .expect("outbox")
-        .into_iter()
-        .map(|row| row.event_type)
-        .collect();
+    let events = outbox_event_types(&db).await;
     let expected: Vec<&str> = ["post.liked", "post.unliked", "post.liked", "post.liked"]
         .into_iter()
         .chain(std::iter::repeat_n("post.liked", 48))
