@@ -65,33 +65,42 @@ impl Telemetry {
 pub fn init(service: &str, keep_recent: bool) -> Result<Telemetry, TelemetryError> {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm_migration=warn,h2=warn"));
+    let provider = provider(service, keep_recent)?;
+    let installed = subscriber(filter, provider.as_ref()).try_init().is_ok();
+    Ok(Telemetry {
+        provider: provider.filter(|_| installed),
+    })
+}
+
+/// Log lines as `filter` lets them through, and the spans of sampled traces to `provider`
+/// when there is one.
+fn subscriber(
+    filter: EnvFilter,
+    provider: Option<&SdkTracerProvider>,
+) -> Box<dyn tracing::Subscriber + Send + Sync> {
     // Spans are for traces; log lines stay one event each, as they were.
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_filter(filter.and(filter_fn(|meta| meta.is_event())));
-    let provider = provider(service, keep_recent)?;
-    let spans = provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("oba"))
-            // The spans meant for traces say their kind, and are kept only in a sampled
-            // trace (see crate::trace); warnings and errors go with them.
-            .with_filter(filter_fn(|meta| {
-                if meta.is_span() {
-                    meta.fields().field("otel.kind").is_some() && crate::trace::sampled_here()
-                } else {
-                    *meta.level() <= tracing::Level::WARN
-                }
-            }))
-    });
-    let installed = Registry::default()
-        .with(logs)
-        .with(spans)
-        .try_init()
-        .is_ok();
-    Ok(Telemetry {
-        provider: provider.filter(|_| installed),
-    })
+    let registry = Registry::default().with(logs);
+    let Some(provider) = provider else {
+        // Not `.with(None)`: an absent layer's interest (`always`) turns the per-layer
+        // filters' `never` into `sometimes`, and every span, h2's trace spans too, is made.
+        return Box::new(registry);
+    };
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("oba"))
+        // The spans meant for traces say their kind, and are kept only in a sampled
+        // trace (see crate::trace); warnings and errors go with them.
+        .with_filter(filter_fn(|meta| {
+            if meta.is_span() {
+                meta.fields().field("otel.kind").is_some() && crate::trace::sampled_here()
+            } else {
+                *meta.level() <= tracing::Level::WARN
+            }
+        }));
+    Box::new(registry.with(spans))
 }
 
 /// The spans' provider: the OTLP exporter the standard variables ask for and the ring of
@@ -309,6 +318,17 @@ mod tests {
             duration_micros: 1,
             error: false,
         }
+    }
+
+    #[test]
+    fn without_a_trace_provider_no_span_is_made() {
+        let logs_everything = EnvFilter::new("trace");
+        let dispatch = tracing::Dispatch::new(subscriber(logs_everything, None));
+        tracing::dispatcher::with_default(&dispatch, || {
+            // A span of oba's own, and one of a library's (h2 makes these per frame).
+            assert!(tracing::info_span!("request", otel.kind = "server").is_disabled());
+            assert!(tracing::trace_span!("buffer_pending").is_disabled());
+        });
     }
 
     #[test]
