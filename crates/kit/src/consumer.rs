@@ -7,6 +7,9 @@
 //! Under load, deliveries already waiting are applied together, up to [`BATCH_MAX`] in one
 //! transaction (a commit per event was most of a projection's cost); a batch that fails is
 //! applied again one event at a time, so one event that cannot be applied holds up no other.
+//! A projection may leave the writes of a batch's events in its [`Projection::Pending`] and
+//! make them at the end in one statement ([`Projection::write`]): a statement per event was
+//! most of what was left.
 //! Under load a batch is taken at most every [`GATHER`], so that batches are of those
 //! milliseconds' events rather than of one.
 
@@ -89,15 +92,28 @@ impl sea_orm_migration::MigrationTrait for CreateProcessedEvents {
     }
 }
 
-/// What a consumer does with an event, inside the transaction that records it.
+/// What a consumer does with events, inside the transaction that records them.
 #[tonic::async_trait]
 pub trait Projection: Send + Sync + 'static {
-    /// What `apply` hands to `committed` (e.g. notifications to push to live subscribers).
+    /// The writes a batch's events leave to be made together at its end (e.g. counter
+    /// changes summed per row).
+    type Pending: Default + Send;
+    /// What `write` hands to `committed` (e.g. notifications to push to live subscribers).
     type Applied: Send;
 
+    /// Applies one event of a batch, in order: what a later event must read is written now,
+    /// the rest is left in `pending`.
     async fn apply(
         &self,
         event: &Envelope,
+        pending: &mut Self::Pending,
+        txn: &DatabaseTransaction,
+    ) -> Result<(), ServiceError>;
+
+    /// Makes the writes the batch's events left in `pending`, in the same transaction.
+    async fn write(
+        &self,
+        pending: Self::Pending,
         txn: &DatabaseTransaction,
     ) -> Result<Self::Applied, ServiceError>;
 
@@ -142,20 +158,19 @@ pub async fn handle_together<P: Projection>(
     let txn = db.begin().await?;
     let mut fresh = record(&txn, envelopes).await?;
     let mut handled = Vec::with_capacity(envelopes.len());
-    let mut applied = Vec::new();
+    let mut pending = P::Pending::default();
     for envelope in envelopes {
         // Taken out once applied: the same event twice in one batch is applied once.
         if fresh.remove(envelope.id.as_str()) {
-            applied.push(apply_traced(projection, envelope, &txn).await?);
+            apply_traced(projection, envelope, &mut pending, &txn).await?;
             handled.push(Handled::Applied);
         } else {
             handled.push(Handled::Duplicate);
         }
     }
+    let applied = projection.write(pending, &txn).await?;
     txn.commit().await?;
-    for applied in applied {
-        projection.committed(applied);
-    }
+    projection.committed(applied);
     Ok(handled)
 }
 
@@ -193,8 +208,9 @@ async fn record(
 async fn apply_traced<P: Projection>(
     projection: &P,
     envelope: &Envelope,
+    pending: &mut P::Pending,
     txn: &DatabaseTransaction,
-) -> Result<P::Applied, ServiceError> {
+) -> Result<(), ServiceError> {
     let cause = envelope.trace_context.get(crate::trace::HEADER).cloned();
     let span = || {
         tracing::info_span!(
@@ -205,7 +221,7 @@ async fn apply_traced<P: Projection>(
             messaging.message.id = %envelope.id,
         )
     };
-    crate::trace::follow_on(cause, span, projection.apply(envelope, txn)).await
+    crate::trace::follow_on(cause, span, projection.apply(envelope, pending, txn)).await
 }
 
 /// Applies deliveries until shutdown. Subscribe (`Bus::subscribe`) when the service is
@@ -399,22 +415,33 @@ mod tests {
 
     #[tonic::async_trait]
     impl Projection for Recording {
-        type Applied = String;
+        type Pending = Vec<String>;
+        type Applied = Vec<String>;
 
         async fn apply(
             &self,
             event: &Envelope,
+            pending: &mut Vec<String>,
             _txn: &DatabaseTransaction,
-        ) -> Result<String, ServiceError> {
+        ) -> Result<(), ServiceError> {
             if event.r#type == "post.poisoned" {
                 return Err(ServiceError::Internal("cannot apply".into()));
             }
-            Ok(event.id.clone())
+            pending.push(event.id.clone());
+            Ok(())
         }
 
-        fn committed(&self, applied: String) {
+        async fn write(
+            &self,
+            pending: Vec<String>,
+            _txn: &DatabaseTransaction,
+        ) -> Result<Vec<String>, ServiceError> {
+            Ok(pending)
+        }
+
+        fn committed(&self, applied: Vec<String>) {
             if let Ok(mut all) = self.applied.lock() {
-                all.push(applied);
+                all.extend(applied);
             }
         }
     }

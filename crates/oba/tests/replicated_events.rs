@@ -2,8 +2,9 @@
 //! relays sharing one outbox publish each row once, a publish repeated after a crash is
 //! dropped by event id, a consumer receives only its own subjects, whatever the server
 //! version (NATS 2.9 ignores `filter_subjects`), and its lag counts what it has not acked.
-//! And likes written together by two replicas, each with several writers, count once, and
-//! a batch written as one PostgreSQL statement tells only what changed.
+//! And likes written together by two replicas, each with several writers, count once, a
+//! batch written as one PostgreSQL statement tells only what changed, and two rank-service
+//! replicas' counter batches over the same posts count every change once.
 
 #![cfg_attr(not(oba_test_postgres), allow(dead_code, unused_imports))]
 
@@ -431,5 +432,98 @@ async fn a_batch_of_likes_in_one_postgresql_statement_counts_and_tells_only_chan
 
     drop(store);
     db.close().await.expect("close");
+    drop_database(&admin, &name).await;
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(oba_test_postgres),
+    ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
+)]
+async fn counter_batches_of_two_rank_replicas_over_the_same_posts_sum_once() {
+    use oba_kit::consumer::{Handled, handle_together};
+    use oba_proto::event::v1::{Envelope, PostLiked};
+    use prost::Message;
+    use rank_service::projection::TrendingProjection;
+    use rank_service::storage::{entity, migration::Migrator};
+    use sea_orm::EntityTrait;
+
+    let (admin, name, config) = fresh_database("oba_rank_", 4).await;
+    let replicas = [
+        db::connect_and_migrate::<Migrator>(&config)
+            .await
+            .expect("migrate"),
+        db::connect_and_migrate::<Migrator>(&config)
+            .await
+            .expect("connect"),
+    ];
+    let posts: Vec<_> = (0..8).map(|_| uuid::Uuid::now_v7()).collect();
+    let event = |event_type: &str, post: uuid::Uuid| Envelope {
+        id: uuid::Uuid::now_v7().to_string(),
+        r#type: event_type.to_owned(),
+        payload: PostLiked {
+            post_id: post.to_string(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        ..Default::default()
+    };
+    // Both replicas' batches touch every post at once, their events in orders of their own;
+    // each batch must apply (no lost update, no deadlock) and every change count once.
+    let batches = |stride: usize| -> Vec<Vec<Envelope>> {
+        (0..20)
+            .map(|b| {
+                (0..32)
+                    .map(|i| {
+                        let post = posts[(i * stride + b) % posts.len()];
+                        event(
+                            if i % 4 == 3 {
+                                "post.unliked"
+                            } else {
+                                "post.liked"
+                            },
+                            post,
+                        )
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let work = [batches(1), batches(3)];
+    let mut expected = std::collections::HashMap::<uuid::Uuid, i64>::new();
+    for envelope in work.iter().flatten().flatten() {
+        let post = PostLiked::decode(envelope.payload.as_slice()).expect("decode");
+        let delta = if envelope.r#type == "post.liked" {
+            1
+        } else {
+            -1
+        };
+        *expected
+            .entry(post.post_id.parse().expect("uuid"))
+            .or_default() += delta;
+    }
+    let replica = |db: &sea_orm::DatabaseConnection, batches: &[Vec<Envelope>]| {
+        let db = db.clone();
+        let batches = batches.to_vec();
+        async move {
+            for batch in &batches {
+                let handled = handle_together(&db, &TrendingProjection, batch)
+                    .await
+                    .expect("no batch fails");
+                assert!(handled.iter().all(|h| *h == Handled::Applied));
+            }
+        }
+    };
+    tokio::join!(
+        replica(&replicas[0], &work[0]),
+        replica(&replicas[1], &work[1])
+    );
+    let rows = entity::Entity::find()
+        .all(&replicas[0])
+        .await
+        .expect("rows");
+    let counted: std::collections::HashMap<_, _> =
+        rows.iter().map(|r| (r.post_id, r.likes)).collect();
+    assert_eq!(counted, expected);
     drop_database(&admin, &name).await;
 }

@@ -38,13 +38,17 @@ fn decode<M: Message + Default>(event: &Envelope) -> Result<M, ServiceError> {
 
 #[tonic::async_trait]
 impl Projection for NotificationProjection {
+    // Follows are written at once (a later `post.created` of the batch reads them); the
+    // batch's notifications together at its end.
+    type Pending = Vec<NewNotification>;
     type Applied = Vec<Notification>;
 
     async fn apply(
         &self,
         event: &Envelope,
+        pending: &mut Vec<NewNotification>,
         txn: &DatabaseTransaction,
-    ) -> Result<Vec<Notification>, ServiceError> {
+    ) -> Result<(), ServiceError> {
         let new: Vec<NewNotification> = match event.r#type.as_str() {
             "user.followed" => {
                 let e: UserFollowed = decode(event)?;
@@ -99,11 +103,16 @@ impl Projection for NotificationProjection {
             }
             _ => Vec::new(),
         };
-        let mut created = Vec::with_capacity(new.len());
-        for n in new {
-            created.push(storage::insert(txn, n).await?);
-        }
-        Ok(created)
+        pending.extend(new);
+        Ok(())
+    }
+
+    async fn write(
+        &self,
+        pending: Vec<NewNotification>,
+        txn: &DatabaseTransaction,
+    ) -> Result<Vec<Notification>, ServiceError> {
+        Ok(storage::insert(txn, pending).await?)
     }
 
     fn committed(&self, applied: Vec<Notification>) {

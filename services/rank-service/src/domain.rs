@@ -6,6 +6,12 @@
 //! decay, so a day-old post needs (26/2)^1.5 ≈ 47× the engagement of a new one to rank
 //! alike. The `+ 1` lets brand-new posts appear at all (newest first among equals). Likes
 //! weigh most, comments less, views least: views are the cheapest to inflate.
+//!
+//! Also how a batch of events' counter changes sum up per post ([`EngagementChanges`]).
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
 
 pub const LIKE_WEIGHT: f64 = 3.0;
 pub const COMMENT_WEIGHT: f64 = 2.0;
@@ -18,6 +24,47 @@ pub struct Engagement {
     pub likes: i64,
     pub comments: i64,
     pub views: i64,
+}
+
+/// Which counter an event moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    Likes,
+    Comments,
+    Views,
+}
+
+/// Counter changes of a batch of events, summed per post, so that the batch is written as
+/// one row per post. Ordered by post id: replicas writing batches in the same order of rows
+/// cannot deadlock on them.
+#[derive(Debug, Default)]
+pub struct EngagementChanges {
+    by_post: BTreeMap<Uuid, Engagement>,
+}
+
+impl EngagementChanges {
+    pub fn add(&mut self, post: Uuid, counter: Counter, delta: i64) {
+        let e = self.by_post.entry(post).or_default();
+        match counter {
+            Counter::Likes => e.likes += delta,
+            Counter::Comments => e.comments += delta,
+            Counter::Views => e.views += delta,
+        }
+    }
+
+    /// A deleted post's row is gone: changes heard before its deletion go with it.
+    pub fn forget(&mut self, post: Uuid) {
+        self.by_post.remove(&post);
+    }
+
+    /// The posts whose counters change, with their changes; changes that cancel out (a like
+    /// and its unlike) are left out.
+    pub fn iter(&self) -> impl Iterator<Item = (Uuid, Engagement)> + '_ {
+        self.by_post
+            .iter()
+            .filter(|(_, e)| **e != Engagement::default())
+            .map(|(post, e)| (*post, *e))
+    }
 }
 
 pub fn trending_score(e: Engagement, age_hours: f64) -> f64 {
@@ -58,6 +105,39 @@ mod tests {
             "{fresh} vs {day_old}"
         );
         assert!(expected > 46.0 && expected < 47.0);
+    }
+
+    #[test]
+    fn changes_are_summed_per_post_and_counter_in_post_order() {
+        let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut changes = EngagementChanges::default();
+        changes.add(second, Counter::Likes, 1);
+        changes.add(first, Counter::Views, 4);
+        changes.add(second, Counter::Likes, 1);
+        changes.add(second, Counter::Comments, -1);
+        assert_eq!(
+            changes.iter().collect::<Vec<_>>(),
+            [(first, e(0, 0, 4)), (second, e(2, -1, 0))]
+        );
+    }
+
+    #[test]
+    fn a_like_and_its_unlike_in_one_batch_change_nothing() {
+        let post = Uuid::now_v7();
+        let mut changes = EngagementChanges::default();
+        changes.add(post, Counter::Likes, 1);
+        changes.add(post, Counter::Likes, -1);
+        assert_eq!(changes.iter().count(), 0);
+    }
+
+    #[test]
+    fn changes_heard_before_a_post_was_deleted_are_forgotten() {
+        let (deleted, kept) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut changes = EngagementChanges::default();
+        changes.add(deleted, Counter::Likes, 1);
+        changes.add(kept, Counter::Likes, 1);
+        changes.forget(deleted);
+        assert_eq!(changes.iter().collect::<Vec<_>>(), [(kept, e(1, 0, 0))]);
     }
 
     #[test]

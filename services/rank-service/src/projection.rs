@@ -10,7 +10,8 @@ use oba_proto::time::datetime;
 use prost::Message;
 use sea_orm::DatabaseTransaction;
 
-use crate::storage::{self, Counter};
+use crate::domain::{Counter, EngagementChanges};
+use crate::storage;
 
 /// The subjects rank-service consumes, under the bus namespace.
 pub fn subjects(namespace: &str) -> Vec<String> {
@@ -29,9 +30,16 @@ fn decode<M: Message + Default>(event: &Envelope) -> Result<M, ServiceError> {
 
 #[tonic::async_trait]
 impl Projection for TrendingProjection {
+    // Counter changes wait for the end of the batch; creations and deletions are made at once.
+    type Pending = EngagementChanges;
     type Applied = ();
 
-    async fn apply(&self, event: &Envelope, txn: &DatabaseTransaction) -> Result<(), ServiceError> {
+    async fn apply(
+        &self,
+        event: &Envelope,
+        changes: &mut EngagementChanges,
+        txn: &DatabaseTransaction,
+    ) -> Result<(), ServiceError> {
         match event.r#type.as_str() {
             "post.created" => {
                 let e: PostChanged = decode(event)?;
@@ -44,12 +52,14 @@ impl Projection for TrendingProjection {
             }
             "post.deleted" => {
                 let e: PostDeleted = decode(event)?;
-                storage::post_deleted(txn, parse_id("post_id", &e.post_id)?).await?;
+                let post = parse_id("post_id", &e.post_id)?;
+                changes.forget(post);
+                storage::post_deleted(txn, post).await?;
             }
             "post.liked" | "post.unliked" => {
                 let e: PostLiked = decode(event)?;
                 let delta = if event.r#type == "post.liked" { 1 } else { -1 };
-                storage::add(txn, parse_id("post_id", &e.post_id)?, Counter::Likes, delta).await?;
+                changes.add(parse_id("post_id", &e.post_id)?, Counter::Likes, delta);
             }
             "comment.added" | "comment.deleted" => {
                 let e: CommentChanged = decode(event)?;
@@ -58,22 +68,24 @@ impl Projection for TrendingProjection {
                 } else {
                     -1
                 };
-                storage::add(
-                    txn,
-                    parse_id("post_id", &e.post_id)?,
-                    Counter::Comments,
-                    delta,
-                )
-                .await?;
+                changes.add(parse_id("post_id", &e.post_id)?, Counter::Comments, delta);
             }
             "post.viewed" => {
                 let e: PostViewed = decode(event)?;
                 let views = i64::from(e.count.max(1));
-                storage::add(txn, parse_id("post_id", &e.post_id)?, Counter::Views, views).await?;
+                changes.add(parse_id("post_id", &e.post_id)?, Counter::Views, views);
             }
             // Other events of these subjects (post.updated) do not move the score.
             _ => {}
         }
         Ok(())
+    }
+
+    async fn write(
+        &self,
+        changes: EngagementChanges,
+        txn: &DatabaseTransaction,
+    ) -> Result<(), ServiceError> {
+        Ok(storage::add(txn, &changes).await?)
     }
 }

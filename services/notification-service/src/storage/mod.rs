@@ -110,22 +110,28 @@ pub async fn followers_of(
         .collect())
 }
 
+/// Stores a batch's new notifications in ONE statement; returns them stored, in order.
 #[tracing::instrument(name = "db", skip_all, fields(otel.name = "notification-service/insert", otel.kind = "client"))]
 pub async fn insert(
     db: &impl ConnectionTrait,
-    new: NewNotification,
-) -> Result<Notification, DbErr> {
-    notification::Entity::insert(notification::ActiveModel {
-        recipient_id: Set(new.recipient),
-        kind: Set(new.kind.as_str().to_owned()),
-        actor_id: Set(new.actor),
-        post_id: Set(new.post),
-        created_at: Set(Utc::now()),
+    new: Vec<NewNotification>,
+) -> Result<Vec<Notification>, DbErr> {
+    let now = Utc::now();
+    let rows = new.into_iter().map(|n| notification::ActiveModel {
+        recipient_id: Set(n.recipient),
+        kind: Set(n.kind.as_str().to_owned()),
+        actor_id: Set(n.actor),
+        post_id: Set(n.post),
+        created_at: Set(now),
         read_at: Set(None),
         ..Default::default()
-    })
-    .exec_with_returning(db)
-    .await
+    });
+    let mut stored = notification::Entity::insert_many(rows)
+        .exec_with_returning(db)
+        .await?;
+    // Ids grow in the order of the rows; RETURNING does not promise that order.
+    stored.sort_by_key(|n| n.id);
+    Ok(stored)
 }
 
 pub struct NotificationPage {

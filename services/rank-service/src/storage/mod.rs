@@ -26,23 +26,15 @@ pub mod entity {
 
 use chrono::{DateTime, Utc};
 use oba_kit::ServiceError;
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
     QueryFilter,
 };
 use uuid::Uuid;
 
-use crate::domain::{Engagement, trending_score};
+use crate::domain::{Engagement, EngagementChanges, trending_score};
 use entity::{ActiveModel, Column, Entity as RankPosts};
-
-/// Which counter an event moves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Counter {
-    Likes,
-    Comments,
-    Views,
-}
 
 /// How far back trending looks; older posts have decayed to nothing anyway.
 const WINDOW_DAYS: i64 = 30;
@@ -82,35 +74,30 @@ pub async fn post_deleted(db: &impl ConnectionTrait, post_id: Uuid) -> Result<()
     Ok(())
 }
 
-/// Adds `delta` to a counter atomically (safe with several replicas consuming), in one
-/// statement: the row of a post not seen yet starts from zero.
+/// Adds a batch's counter changes, one row per post, in ONE statement: atomic per row (safe
+/// with several replicas consuming), and the row of a post not seen yet starts from zero.
 #[tracing::instrument(name = "db", skip_all, fields(otel.name = "rank-service/add", otel.kind = "client"))]
-pub async fn add(
-    db: &impl ConnectionTrait,
-    post_id: Uuid,
-    counter: Counter,
-    delta: i64,
-) -> Result<(), DbErr> {
-    let column = match counter {
-        Counter::Likes => Column::Likes,
-        Counter::Comments => Column::Comments,
-        Counter::Views => Column::Views,
-    };
-    let start = |c: Counter| Set(if c == counter { delta } else { 0 });
-    RankPosts::insert(ActiveModel {
+pub async fn add(db: &impl ConnectionTrait, changes: &EngagementChanges) -> Result<(), DbErr> {
+    let rows = changes.iter().map(|(post_id, e)| ActiveModel {
         post_id: Set(post_id),
         created_at: Set(None),
-        likes: start(Counter::Likes),
-        comments: start(Counter::Comments),
-        views: start(Counter::Views),
-    })
-    .on_conflict(
-        OnConflict::column(Column::PostId)
-            .value(column, Expr::col((RankPosts, column)).add(delta))
-            .to_owned(),
-    )
-    .exec_without_returning(db)
-    .await?;
+        likes: Set(e.likes),
+        comments: Set(e.comments),
+        views: Set(e.views),
+    });
+    // `excluded` is the row that was to be inserted: its counters are this batch's changes.
+    // (No rows, no statement: sea-orm skips an empty insert.)
+    let summed = |c: Column| Expr::col((RankPosts, c)).add(Expr::col((Alias::new("excluded"), c)));
+    RankPosts::insert_many(rows)
+        .on_conflict(
+            OnConflict::column(Column::PostId)
+                .value(Column::Likes, summed(Column::Likes))
+                .value(Column::Comments, summed(Column::Comments))
+                .value(Column::Views, summed(Column::Views))
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
     Ok(())
 }
 
