@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
+use oba_proto::event::v1::Envelope;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -151,13 +152,30 @@ impl OutboxEvent {
         }
     }
 
+    /// The envelope of this event as consumers receive it, with an id and time taken now
+    /// (tests deliver events built the way producers build them).
+    pub fn into_envelope(self) -> Envelope {
+        self.envelope(Uuid::now_v7(), Utc::now())
+    }
+
     /// The row of this event; its id and time are taken now, in the order rows are added.
     /// Public for a store that writes its events in a statement of its own (see
     /// like-service's PostgreSQL batch); [`Outbox::enqueue_all`] is the usual way.
     pub fn into_row(self) -> entity::Model {
         let id = Uuid::now_v7();
         let now = Utc::now();
-        let envelope = oba_proto::event::v1::Envelope {
+        let event_type = self.event_type;
+        entity::Model {
+            id,
+            event_type: event_type.to_owned(),
+            envelope: self.envelope(id, now).encode_to_vec(),
+            created_at: now,
+            published_at: None,
+        }
+    }
+
+    fn envelope(self, id: Uuid, now: chrono::DateTime<Utc>) -> Envelope {
+        Envelope {
             id: id.to_string(),
             r#type: self.event_type.to_owned(),
             occurred_at: Some(oba_proto::time::timestamp(now)),
@@ -167,13 +185,6 @@ impl OutboxEvent {
                 .trace_context
                 .map(|t| [(crate::trace::HEADER.to_owned(), t)].into())
                 .unwrap_or_default(),
-        };
-        entity::Model {
-            id,
-            event_type: self.event_type.to_owned(),
-            envelope: envelope.encode_to_vec(),
-            created_at: now,
-            published_at: None,
         }
     }
 
@@ -396,7 +407,7 @@ impl Relay {
         for row in rows {
             let subject = format!("{}.{}", self.namespace, row.event_type);
             let cause = crate::trace::spans_on()
-                .then(|| oba_proto::event::v1::Envelope::decode(row.envelope.as_slice()).ok())
+                .then(|| Envelope::decode(row.envelope.as_slice()).ok())
                 .flatten()
                 .and_then(|envelope| envelope.trace_context.get(crate::trace::HEADER).cloned());
             let id = row.id.to_string();
@@ -541,7 +552,7 @@ mod tests {
         relay.publish_pending().await.expect("publish");
         for n in 0..3u8 {
             let payload = heard.try_recv().expect("published");
-            let envelope = oba_proto::event::v1::Envelope::decode(payload).expect("an envelope");
+            let envelope = Envelope::decode(payload).expect("an envelope");
             assert_eq!(envelope.aggregate_id, n.to_string(), "oldest first");
         }
         assert!(heard.try_recv().is_err(), "each row once");
@@ -573,7 +584,7 @@ mod tests {
                 if fails {
                     return Err(crate::bus::BusError("not stored".into()));
                 }
-                let envelope = oba_proto::event::v1::Envelope::decode(payload).expect("envelope");
+                let envelope = Envelope::decode(payload).expect("envelope");
                 stored.lock().expect("stored").push(envelope.aggregate_id);
                 Ok(())
             }))

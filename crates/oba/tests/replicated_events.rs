@@ -442,6 +442,7 @@ async fn a_batch_of_likes_in_one_postgresql_statement_counts_and_tells_only_chan
 )]
 async fn counter_batches_of_two_rank_replicas_over_the_same_posts_sum_once() {
     use oba_kit::consumer::{Handled, handle_together};
+    use oba_kit::outbox::OutboxEvent;
     use oba_proto::event::v1::{Envelope, PostLiked};
     use prost::Message;
     use rank_service::projection::TrendingProjection;
@@ -458,15 +459,12 @@ async fn counter_batches_of_two_rank_replicas_over_the_same_posts_sum_once() {
             .expect("connect"),
     ];
     let posts: Vec<_> = (0..8).map(|_| uuid::Uuid::now_v7()).collect();
-    let event = |event_type: &str, post: uuid::Uuid| Envelope {
-        id: uuid::Uuid::now_v7().to_string(),
-        r#type: event_type.to_owned(),
-        payload: PostLiked {
+    let event = |event_type: &'static str, post: uuid::Uuid| {
+        let liked = PostLiked {
             post_id: post.to_string(),
             ..Default::default()
-        }
-        .encode_to_vec(),
-        ..Default::default()
+        };
+        OutboxEvent::new(event_type, post, &liked).into_envelope()
     };
     // Both replicas' batches touch every post at once, their events in orders of their own;
     // each batch must apply (no lost update, no deadlock) and every change count once.

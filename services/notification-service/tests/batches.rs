@@ -6,17 +6,14 @@ use notification_service::projection::NotificationProjection;
 use notification_service::storage::{self, migration::Migrator};
 use oba_kit::consumer::handle_together;
 use oba_kit::db::{DbConfig, connect_and_migrate};
+use oba_kit::outbox::OutboxEvent;
 use oba_proto::event::v1::{CommentChanged, Envelope, PostChanged, PostLiked, UserFollowed};
 use prost::Message;
 use uuid::Uuid;
 
-fn envelope(event_type: &str, payload: &impl Message) -> Envelope {
-    Envelope {
-        id: Uuid::now_v7().to_string(),
-        r#type: event_type.to_owned(),
-        payload: payload.encode_to_vec(),
-        ..Default::default()
-    }
+/// The event as its producer would publish it.
+fn envelope(event_type: &'static str, payload: &impl Message) -> Envelope {
+    OutboxEvent::new(event_type, "", payload).into_envelope()
 }
 
 #[tokio::test]
