@@ -59,48 +59,32 @@ async fn rank_db() -> (tempfile::TempDir, sea_orm::DatabaseConnection) {
     (dir, db)
 }
 
+/// Delivers `event` once more to the consumer.
+async fn deliver(db: &sea_orm::DatabaseConnection, event: &Envelope) -> Handled {
+    handle(db, &TrendingProjection, event).await.expect("apply")
+}
+
+/// The best trending score now.
+async fn top_score(db: &sea_orm::DatabaseConnection) -> f64 {
+    storage::trending(db, 10, chrono::Utc::now())
+        .await
+        .expect("trending")[0]
+        .1
+}
+
 #[tokio::test]
 async fn the_same_like_delivered_twice_counts_once() {
     let (_dir, db) = rank_db().await;
     let post = Uuid::now_v7();
     let (created, liked) = (created(post), liked("post.liked", post));
-    assert_eq!(
-        handle(&db, &TrendingProjection, &created)
-            .await
-            .expect("apply"),
-        Handled::Applied
-    );
-    let score_before_like = storage::trending(&db, 10, chrono::Utc::now())
-        .await
-        .expect("trending")[0]
-        .1;
+    assert_eq!(deliver(&db, &created).await, Handled::Applied);
+    let score_before_like = top_score(&db).await;
 
-    assert_eq!(
-        handle(&db, &TrendingProjection, &liked)
-            .await
-            .expect("apply"),
-        Handled::Applied
-    );
-    let once = storage::trending(&db, 10, chrono::Utc::now())
-        .await
-        .expect("trending")[0]
-        .1;
-    assert_eq!(
-        handle(&db, &TrendingProjection, &liked)
-            .await
-            .expect("apply"),
-        Handled::Duplicate
-    );
-    assert_eq!(
-        handle(&db, &TrendingProjection, &created)
-            .await
-            .expect("apply"),
-        Handled::Duplicate
-    );
-    let twice = storage::trending(&db, 10, chrono::Utc::now())
-        .await
-        .expect("trending")[0]
-        .1;
+    assert_eq!(deliver(&db, &liked).await, Handled::Applied);
+    let once = top_score(&db).await;
+    assert_eq!(deliver(&db, &liked).await, Handled::Duplicate);
+    assert_eq!(deliver(&db, &created).await, Handled::Duplicate);
+    let twice = top_score(&db).await;
 
     assert!(once > score_before_like, "the like counted");
     // Scores decay by the microsecond; a second like would add 3/(age+2)^1.5, far more.
@@ -117,9 +101,7 @@ async fn likes_heard_before_their_post_count_once_it_arrives() {
     let liked = |post| liked("post.liked", post);
     // Two likes of `early` arrive before its post.created; `plain` has no likes.
     for event in [liked(early), liked(early), created(early), created(plain)] {
-        handle(&db, &TrendingProjection, &event)
-            .await
-            .expect("apply");
+        deliver(&db, &event).await;
     }
     let trending = storage::trending(&db, 10, chrono::Utc::now())
         .await
