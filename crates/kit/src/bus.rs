@@ -542,10 +542,11 @@ pub fn readiness(bus: Bus) -> crate::server::ReadinessCheck {
     })
 }
 
-/// Under load, the shortest time between two rounds of work that each end in a commit: the
-/// outbox relay's publishing and a consumer's applying. A round then carries what arrived in
-/// those milliseconds, in one transaction, instead of a commit per event (on PostgreSQL a
-/// commit is round trips and a WAL flush). It is also the most an event waits for it.
+/// Under load, the shortest time between two rounds of work that each end in a commit: a
+/// consumer's applying (the outbox relay has its own, `outbox::RELAY_GATHER`). A round then
+/// carries what arrived in those milliseconds, in one transaction, instead of a commit per
+/// event (on PostgreSQL a commit is round trips and a WAL flush). It is also the most an
+/// event waits for it.
 pub const GATHER: Duration = Duration::from_millis(5);
 
 /// Paces rounds to one per [`GATHER`]: a round right after another waits out the rest of it;
