@@ -39,7 +39,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::bus::{Bus, GATHER, Pace};
+use crate::bus::{Bus, Pace};
 use crate::metrics::Metrics;
 
 pub mod entity {
@@ -293,7 +293,7 @@ const BATCH: u64 = 100;
 const POLL: Duration = Duration::from_millis(500);
 
 /// Under load, the shortest time between two relay rounds; longer than a consumer's
-/// [`GATHER`] because a round's cost is fixed (on PostgreSQL five statements and a wait for
+/// [`crate::bus::GATHER`] because a round's cost is fixed (on PostgreSQL five statements and a wait for
 /// the bus) and rounds were most of like-service's statements: production favorites did
 /// 15–25 % more at 20 ms than at 5. Idle, the first round after a pause still goes at once.
 pub const RELAY_GATHER: Duration = Duration::from_millis(20);
