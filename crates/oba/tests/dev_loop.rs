@@ -25,13 +25,14 @@ fn config_repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config-repo")
 }
 
-/// A base port with the five ports after it free on loopback.
+/// A base port with the six ports after it free on loopback: `oba up` puts its seven
+/// services at `OBA_BASE_PORT` + 0..=6.
 fn free_base_port() -> u16 {
     let start = 20_000 + (std::process::id() % 20_000) as u16;
     (0..2_000)
         .map(|i| start + i * 7)
-        .find(|base| (0..5).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()))
-        .expect("five free ports")
+        .find(|base| (0..7).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()))
+        .expect("seven free ports")
 }
 
 fn oba(args: &[&str], env: &[(String, String)]) -> Command {
@@ -53,7 +54,10 @@ fn spawn_until(mut command: Command, marker: &str) -> Killed {
     let mut child = Killed(command.spawn().expect("spawn"));
     let mut lines = BufReader::new(child.0.stdout.take().expect("stdout")).lines();
     loop {
-        let line = lines.next().expect("started before exiting").expect("read");
+        let Some(line) = lines.next() else {
+            panic!("exited before printing {marker:?}: {:?}", child.0.wait());
+        };
+        let line = line.expect("read");
         if line.contains(marker) {
             // Keep draining stdout so the child never blocks on a full pipe.
             std::thread::spawn(move || lines.for_each(drop));
