@@ -79,9 +79,13 @@ pub struct Backends {
 
 impl Backends {
     fn app(&self, name: &'static str) -> ServiceApp {
-        ServiceApp::new(name, self.verifier.clone())
+        let app = ServiceApp::new(name, self.verifier.clone())
             .readiness(db::readiness(self.db.clone()))
-            .readiness(bus::readiness(self.bus.clone()))
+            .readiness(bus::readiness(self.bus.clone()));
+        match db::Checkpointer::of(&self.db, db::SQLITE_CHECKPOINT_EVERY) {
+            Some(checkpointer) => app.background(move |stop| Box::pin(checkpointer.run(stop))),
+            None => app,
+        }
     }
 
     /// The app of a service that publishes events, with its outbox relay running; its stores

@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 use sea_orm_migration::MigratorTrait;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Env, Setting};
 use crate::server::ReadinessCheck;
@@ -78,12 +79,14 @@ pub async fn connect_and_migrate<M: MigratorTrait>(
         // On every connection of the pool (a pragma sent once would reach one of them).
         // WAL lets readers proceed while one writer commits; with WAL, NORMAL syncs at
         // checkpoints rather than at every commit: a killed process loses nothing, a power
-        // cut may lose the last commits, never the file's consistency.
+        // cut may lose the last commits, never the file's consistency. The pool never
+        // checkpoints: a [`Checkpointer`] does, beside it.
         .map_sqlx_sqlite_opts(|options| {
             use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
             options
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
+                .pragma("wal_autocheckpoint", "0")
         });
     if config.plan_once {
         // Sent with the connection's start-up message: no round trip of its own.
@@ -100,6 +103,65 @@ pub async fn connect_and_migrate<M: MigratorTrait>(
         .await
         .map_err(|e| config.url.problem(format!("migration failed: {e}")))?;
     Ok(db)
+}
+
+/// How often a [`Checkpointer`] copies a SQLite file's write-ahead log into the file.
+pub const SQLITE_CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Copies a SQLite database's write-ahead log into the database file, on a connection of its
+/// own. The pool's connections never checkpoint (`wal_autocheckpoint = 0`): a checkpoint
+/// waits for the disk (it syncs the log and the file), and on the pool's one connection
+/// every statement queued behind it waited too. Without it the log would grow for as long
+/// as the process runs.
+pub struct Checkpointer {
+    options: std::sync::Arc<sea_orm::sqlx::sqlite::SqliteConnectOptions>,
+    every: Duration,
+}
+
+impl Checkpointer {
+    /// The checkpointer of `db`'s file, every `every`; none for PostgreSQL.
+    pub fn of(db: &DatabaseConnection, every: Duration) -> Option<Self> {
+        (db.get_database_backend() == DbBackend::Sqlite).then(|| Self {
+            options: db.get_sqlite_connection_pool().connect_options(),
+            every,
+        })
+    }
+
+    /// Checkpoints until `shutdown`. A checkpoint that fails (the file cannot be opened, say)
+    /// is tried again at the next tick, on a new connection.
+    pub async fn run(self, shutdown: CancellationToken) {
+        use sea_orm::sqlx::{ConnectOptions as _, Connection as _};
+        let mut ticks = tokio::time::interval(self.every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut connection = None;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = ticks.tick() => {}
+            }
+            let conn = match connection.as_mut() {
+                Some(conn) => conn,
+                None => match self.options.connect().await {
+                    Ok(conn) => connection.insert(conn),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "checkpoint: cannot open the database");
+                        continue;
+                    }
+                },
+            };
+            // PASSIVE: copies what no reader still needs, and waits for no one.
+            let done = sea_orm::sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&mut *conn)
+                .await;
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "checkpoint failed");
+                connection = None;
+            }
+        }
+        if let Some(conn) = connection {
+            let _ = conn.close().await;
+        }
+    }
 }
 
 /// Readiness of a database: ready while it answers a ping.
@@ -237,6 +299,58 @@ mod tests {
             // synchronous: 1 is NORMAL (2 would be FULL, a sync at every commit).
             assert_eq!(pair, ["wal", "1"]);
         }
+    }
+
+    /// Commits `rows` rows of 1 KiB, each in a transaction of its own.
+    async fn commit_rows(db: &DatabaseConnection, rows: usize) {
+        let backend = db.get_database_backend();
+        db.execute_raw(Statement::from_string(
+            backend,
+            "CREATE TABLE t (body TEXT)",
+        ))
+        .await
+        .expect("create");
+        for _ in 0..rows {
+            db.execute_raw(Statement::from_string(
+                backend,
+                "INSERT INTO t VALUES (hex(randomblob(512)))",
+            ))
+            .await
+            .expect("insert");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_pool_leaves_checkpoints_to_the_checkpointer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.db");
+        let db = connect_and_migrate::<Nothing>(&DbConfig::sqlite_file("OBA_DATABASE_URL", &file))
+            .await
+            .expect("db");
+        // ~1 500 pages of log: past the 1 000 at which SQLite would checkpoint on the pool.
+        commit_rows(&db, 1_500).await;
+        let size = || std::fs::metadata(&file).expect("file").len();
+        assert!(
+            size() < 64 * 1024,
+            "the pool checkpointed: {} bytes",
+            size()
+        );
+
+        let stop = CancellationToken::new();
+        let checkpointer =
+            Checkpointer::of(&db, Duration::from_millis(10)).expect("a SQLite checkpointer");
+        let running = tokio::spawn(checkpointer.run(stop.clone()));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while size() < 1_500 * 1024 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not checkpointed: {} bytes",
+                size()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        running.await.expect("checkpointer stops");
     }
 
     #[tokio::test]
