@@ -33,6 +33,7 @@ use tokio::sync::mpsc;
 use crate::bus::{Bus, Delivery, GATHER, Pace};
 use crate::metrics::Metrics;
 use crate::outbox::EventTypeLabel;
+use crate::shutdown::Ticks;
 use oba_proto::event::v1::Envelope;
 
 pub mod entity {
@@ -303,13 +304,8 @@ pub async fn report_lag(
         "Events stored for this service's consumer and not yet applied (its lag)",
         lag.clone(),
     );
-    let mut ticks = tokio::time::interval(LAG_EVERY);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
+    let mut ticks = Ticks::every(LAG_EVERY);
+    while ticks.next(&shutdown).await {
         match bus.pending(consumer, &subjects).await {
             Ok(pending) => {
                 lag.set(i64::try_from(pending).unwrap_or(i64::MAX));

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 use sea_orm_migration::MigratorTrait;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Env, Setting};
 use crate::server::ReadinessCheck;
+use crate::shutdown::{CancellationToken, Ticks};
 
 /// The pool size of a SQLite file. SQLite takes one writer at a time: with more connections,
 /// concurrent writers wait in SQLite's busy handler (sleeps of 1 to 100 ms) or fail at once
@@ -131,14 +131,9 @@ impl Checkpointer {
     /// is tried again at the next tick, on a new connection.
     pub async fn run(self, shutdown: CancellationToken) {
         use sea_orm::sqlx::{ConnectOptions as _, Connection as _};
-        let mut ticks = tokio::time::interval(self.every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = Ticks::every(self.every);
         let mut connection = None;
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                _ = ticks.tick() => {}
-            }
+        while ticks.next(&shutdown).await {
             let conn = match connection.as_mut() {
                 Some(conn) => conn,
                 None => match self.options.connect().await {
@@ -301,22 +296,18 @@ mod tests {
         }
     }
 
+    /// Runs `sql` on `db`, which must take it.
+    async fn exec(db: &DatabaseConnection, sql: &str) {
+        db.execute_raw(Statement::from_string(db.get_database_backend(), sql))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
     /// Commits `rows` rows of 1 KiB, each in a transaction of its own.
     async fn commit_rows(db: &DatabaseConnection, rows: usize) {
-        let backend = db.get_database_backend();
-        db.execute_raw(Statement::from_string(
-            backend,
-            "CREATE TABLE t (body TEXT)",
-        ))
-        .await
-        .expect("create");
+        exec(db, "CREATE TABLE t (body TEXT)").await;
         for _ in 0..rows {
-            db.execute_raw(Statement::from_string(
-                backend,
-                "INSERT INTO t VALUES (hex(randomblob(512)))",
-            ))
-            .await
-            .expect("insert");
+            exec(db, "INSERT INTO t VALUES (hex(randomblob(512)))").await;
         }
     }
 
@@ -366,18 +357,8 @@ mod tests {
         assert_eq!(config.max_connections, SQLITE_CONNECTIONS);
         let db = connect_and_migrate::<Nothing>(&config).await.expect("db");
         let backend = db.get_database_backend();
-        db.execute_raw(Statement::from_string(
-            backend,
-            "CREATE TABLE counter (n INTEGER NOT NULL)",
-        ))
-        .await
-        .expect("create");
-        db.execute_raw(Statement::from_string(
-            backend,
-            "INSERT INTO counter VALUES (0)",
-        ))
-        .await
-        .expect("insert");
+        exec(&db, "CREATE TABLE counter (n INTEGER NOT NULL)").await;
+        exec(&db, "INSERT INTO counter VALUES (0)").await;
         // Each transaction reads first, then writes: the shape that fails at once with
         // SQLITE_BUSY_SNAPSHOT when another connection committed in between.
         let writer = |db: DatabaseConnection| async move {

@@ -41,6 +41,7 @@ use uuid::Uuid;
 
 use crate::bus::{Bus, Pace};
 use crate::metrics::Metrics;
+use crate::shutdown::Ticks;
 
 pub mod entity {
     //! The `outbox` table.
@@ -293,9 +294,10 @@ const BATCH: u64 = 100;
 const POLL: Duration = Duration::from_millis(500);
 
 /// Under load, the shortest time between two relay rounds; longer than a consumer's
-/// [`crate::bus::GATHER`] because a round's cost is fixed (on PostgreSQL five statements and a wait for
-/// the bus) and rounds were most of like-service's statements: production favorites did
-/// 15–25 % more at 20 ms than at 5. Idle, the first round after a pause still goes at once.
+/// [`crate::bus::GATHER`] because a round's cost is fixed (on PostgreSQL five statements and
+/// a wait for the bus) and rounds were most of like-service's statements: production
+/// favorites did 15–25 % more at 20 ms than at 5. Idle, the first round after a pause still
+/// goes at once.
 pub const RELAY_GATHER: Duration = Duration::from_millis(20);
 /// How often the backlog gauges are refreshed (a scrape is every few seconds at best).
 const OBSERVE_EVERY: Duration = Duration::from_secs(1);
@@ -365,13 +367,8 @@ impl Relay {
         if let Err(e) = self.prune().await {
             tracing::warn!(error = %e, "outbox relay: cannot delete rows published before");
         }
-        let mut ticks = tokio::time::interval(OBSERVE_EVERY);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = ticks.tick() => {}
-            }
+        let mut ticks = Ticks::every(OBSERVE_EVERY);
+        while ticks.next(shutdown).await {
             self.observe().await;
             if self.published_since_vacuum.swap(false, Ordering::Relaxed)
                 && let Err(e) = vacuum(&self.db).await

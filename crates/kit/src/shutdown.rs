@@ -5,7 +5,29 @@
 //! the requests in flight before its task returns; `main` waits for all of them and exits 0.
 //! Tests cancel the same token to stop a system they started.
 
+use std::time::Duration;
+
 pub use tokio_util::sync::CancellationToken;
+
+/// The clock of background work done every `period` until shutdown: the first tick comes at
+/// once, and a late tick delays the next rather than bunching them.
+pub struct Ticks(tokio::time::Interval);
+
+impl Ticks {
+    pub fn every(period: Duration) -> Self {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self(interval)
+    }
+
+    /// Waits for the next tick: true when it comes, false once `shutdown` is cancelled.
+    pub async fn next(&mut self, shutdown: &CancellationToken) -> bool {
+        tokio::select! {
+            () = shutdown.cancelled() => false,
+            _ = self.0.tick() => true,
+        }
+    }
+}
 
 /// Cancels `token` on the first SIGINT or SIGTERM.
 pub fn cancel_on_signal(token: CancellationToken) {
@@ -36,5 +58,27 @@ async fn wait_for_signal() {
 async fn wait_for_signal() {
     if tokio::signal::ctrl_c().await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn ticks_come_every_period_until_shutdown() {
+        let shutdown = CancellationToken::new();
+        let mut ticks = Ticks::every(Duration::from_millis(250));
+        let start = tokio::time::Instant::now();
+        assert!(ticks.next(&shutdown).await);
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "the first tick comes at once"
+        );
+        assert!(ticks.next(&shutdown).await);
+        assert_eq!(start.elapsed(), Duration::from_millis(250));
+        shutdown.cancel();
+        assert!(!ticks.next(&shutdown).await);
     }
 }
