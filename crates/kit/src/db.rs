@@ -88,6 +88,11 @@ pub async fn connect_and_migrate<M: MigratorTrait>(
                 .synchronous(SqliteSynchronous::Normal)
                 .pragma("wal_autocheckpoint", "0")
         });
+    // sqlx pings each connection it hands out: a round trip to PostgreSQL (or a hop to
+    // SQLite's thread) before every statement. One used in the last second is taken as
+    // alive; if it died anyway, its statement fails as UNAVAILABLE and sqlx drops it when it
+    // comes back (it pings every connection given back, which cannot be turned off).
+    options.test_before_acquire_if_idle_for(POOL_PING_IDLE);
     if config.plan_once {
         // Sent with the connection's start-up message: no round trip of its own.
         options.map_sqlx_postgres_opts(|options| {
@@ -104,6 +109,10 @@ pub async fn connect_and_migrate<M: MigratorTrait>(
         .map_err(|e| config.url.problem(format!("migration failed: {e}")))?;
     Ok(db)
 }
+
+/// A pooled connection idle this long is pinged before it is handed out, so that one the
+/// server or a proxy dropped while it was idle is replaced rather than failing a request.
+pub const POOL_PING_IDLE: Duration = Duration::from_secs(1);
 
 /// How often a [`Checkpointer`] copies a SQLite file's write-ahead log into the file.
 pub const SQLITE_CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
