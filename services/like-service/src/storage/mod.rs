@@ -14,7 +14,7 @@
 pub mod entity;
 pub mod migration;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -231,26 +231,15 @@ fn writer_of(pair: (Uuid, Uuid), writers: usize) -> usize {
 /// store is dropped. A commit per like was most of a like's cost; under load, what arrives
 /// while one batch commits goes together in the next.
 async fn write_together(db: DatabaseConnection, outbox: Outbox, mut jobs: mpsc::Receiver<Job>) {
-    let mut next = None;
+    let mut held = VecDeque::new();
     loop {
-        let first = match next.take() {
-            Some(job) => job,
-            None => match jobs.recv().await {
-                Some(job) => job,
+        if held.is_empty() {
+            match jobs.recv().await {
+                Some(job) => held.push_back(job),
                 None => return,
-            },
-        };
-        let mut batch = vec![first];
-        let mut pairs = HashSet::from([batch[0].like.pair()]);
-        while batch.len() < BATCH_MAX {
-            let Ok(job) = jobs.try_recv() else { break };
-            // A like changed twice is changed in two batches, in the order asked.
-            if !pairs.insert(job.like.pair()) {
-                next = Some(job);
-                break;
             }
-            batch.push(job);
         }
+        let mut batch = next_batch(&mut held, &mut jobs);
         // A caller that gave up (its deadline passed while the database was slow or away)
         // was told the change failed: it is not made behind its back.
         batch.retain(|job| !job.answer.is_closed());
@@ -258,6 +247,34 @@ async fn write_together(db: DatabaseConnection, outbox: Outbox, mut jobs: mpsc::
             write_batch(&db, &outbox, batch).await;
         }
     }
+}
+
+/// The next batch: the changes `held` back from the last one, in order, then those waiting,
+/// up to [`BATCH_MAX`]. A like changed twice is changed in two batches, in the order asked:
+/// the later change is held for the next batch, and the changes of other likes behind it
+/// still go in this one (stopping at it made batches of two or three when a user liked and
+/// unliked at once).
+fn next_batch(held: &mut VecDeque<Job>, jobs: &mut mpsc::Receiver<Job>) -> Vec<Job> {
+    let mut batch = Vec::new();
+    let mut pairs = HashSet::new();
+    let mut again = VecDeque::new();
+    let mut take = |job: Job, batch: &mut Vec<Job>, again: &mut VecDeque<Job>| {
+        if pairs.insert(job.like.pair()) {
+            batch.push(job);
+        } else {
+            again.push_back(job);
+        }
+    };
+    while let Some(job) = held.pop_front() {
+        take(job, &mut batch, &mut again);
+    }
+    // Held changes are at most a batch's worth: what waits beyond stays in the channel.
+    while batch.len() < BATCH_MAX && again.len() < BATCH_MAX {
+        let Ok(job) = jobs.try_recv() else { break };
+        take(job, &mut batch, &mut again);
+    }
+    *held = again;
+    batch
 }
 
 /// Writes `batch`, answering each caller; a batch that fails is written again one change at
@@ -449,4 +466,62 @@ async fn apply_in_one_transaction(
     let counts = counts_of(&txn, &posts).await?;
     txn.commit().await?;
     Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(post_id: Uuid, change: LikeChange) -> Job {
+        let like = LikeKey {
+            post_id,
+            user_id: Uuid::nil(),
+            post_author_id: None,
+        };
+        Job {
+            change,
+            like,
+            event: OutboxEvent::new("post.liked", post_id, &like.event()),
+            answer: oneshot::channel().0,
+        }
+    }
+
+    fn shown(batch: &[Job]) -> Vec<(Uuid, LikeChange)> {
+        batch
+            .iter()
+            .map(|job| (job.like.post_id, job.change))
+            .collect()
+    }
+
+    #[test]
+    fn a_like_changed_twice_waits_for_the_next_batch_and_other_likes_go_on() {
+        use LikeChange::{Like, Unlike};
+        let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let (queue, mut jobs) = mpsc::channel(QUEUED_MAX);
+        for (post, change) in [(a, Like), (a, Unlike), (b, Like), (a, Like), (c, Unlike)] {
+            queue.try_send(job(post, change)).expect("queued");
+        }
+        let mut held = VecDeque::new();
+
+        let first = next_batch(&mut held, &mut jobs);
+        assert_eq!(shown(&first), [(a, Like), (b, Like), (c, Unlike)]);
+        let second = next_batch(&mut held, &mut jobs);
+        assert_eq!(shown(&second), [(a, Unlike)]);
+        let third = next_batch(&mut held, &mut jobs);
+        assert_eq!(shown(&third), [(a, Like)]);
+        assert!(held.is_empty());
+    }
+
+    #[test]
+    fn a_batch_takes_at_most_batch_max_changes() {
+        let (queue, mut jobs) = mpsc::channel(QUEUED_MAX);
+        for _ in 0..BATCH_MAX + 5 {
+            queue
+                .try_send(job(Uuid::now_v7(), LikeChange::Like))
+                .expect("queued");
+        }
+        let mut held = VecDeque::new();
+        assert_eq!(next_batch(&mut held, &mut jobs).len(), BATCH_MAX);
+        assert_eq!(next_batch(&mut held, &mut jobs).len(), 5);
+    }
 }
