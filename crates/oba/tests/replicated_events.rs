@@ -390,17 +390,19 @@ async fn a_batch_of_likes_in_one_postgresql_statement_counts_and_tells_only_chan
         store.like(like(post, other)),
         store.unlike(like(post, nobody)),
     );
-    // Each change of one like after the one before; the counts as of each commit.
+    // Each change of one like after the one before, the other likes going with the first
+    // batch they can (user's and other's likes, then the unlike and other's like again,
+    // then user's like again); the counts as of each commit.
     assert_eq!(
         (
             liked.expect("like"),
             unliked.expect("unlike"),
             liked_again.expect("like")
         ),
-        (1, 0, 2)
+        (2, 1, 2)
     );
     assert_eq!(other_liked.expect("like"), 2);
-    assert_eq!(other_again.expect("like"), 2);
+    assert_eq!(other_again.expect("like"), 1);
     assert!(not_liked.is_ok(), "{not_liked:?}");
 
     // Many posts at once, then some taken back at once.
@@ -423,7 +425,7 @@ async fn a_batch_of_likes_in_one_postgresql_statement_counts_and_tells_only_chan
     // One event per real change, in the order made: no event for a like liked again or
     // an unlike of what nobody liked.
     let events = outbox_event_types(&db).await;
-    let expected: Vec<&str> = ["post.liked", "post.unliked", "post.liked", "post.liked"]
+    let expected: Vec<&str> = ["post.liked", "post.liked", "post.unliked", "post.liked"]
         .into_iter()
         .chain(std::iter::repeat_n("post.liked", 48))
         .chain(std::iter::repeat_n("post.unliked", 18))
