@@ -82,7 +82,7 @@ impl Backends {
         let app = ServiceApp::new(name, self.verifier.clone())
             .readiness(db::readiness(self.db.clone()))
             .readiness(bus::readiness(self.bus.clone()));
-        match db::Checkpointer::of(&self.db, db::SQLITE_CHECKPOINT_EVERY) {
+        match db::Checkpointer::of(&self.db, db::SQLITE_CHECKPOINT_EVERY, db::SQLITE_LOG_LIMIT) {
             Some(checkpointer) => app.background(move |stop| Box::pin(checkpointer.run(stop))),
             None => app,
         }
