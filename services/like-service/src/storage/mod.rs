@@ -257,23 +257,23 @@ async fn write_together(db: DatabaseConnection, outbox: Outbox, mut jobs: mpsc::
 fn next_batch(held: &mut VecDeque<Job>, jobs: &mut mpsc::Receiver<Job>) -> Vec<Job> {
     let mut batch = Vec::new();
     let mut pairs = HashSet::new();
-    let mut again = VecDeque::new();
-    let mut take = |job: Job, batch: &mut Vec<Job>, again: &mut VecDeque<Job>| {
+    let mut earlier = std::mem::take(held);
+    loop {
+        let job = match earlier.pop_front() {
+            Some(job) => job,
+            // Held changes are at most a batch's worth: what waits beyond stays in the channel.
+            None if batch.len() < BATCH_MAX && held.len() < BATCH_MAX => match jobs.try_recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+            None => break,
+        };
         if pairs.insert(job.like.pair()) {
             batch.push(job);
         } else {
-            again.push_back(job);
+            held.push_back(job);
         }
-    };
-    while let Some(job) = held.pop_front() {
-        take(job, &mut batch, &mut again);
     }
-    // Held changes are at most a batch's worth: what waits beyond stays in the channel.
-    while batch.len() < BATCH_MAX && again.len() < BATCH_MAX {
-        let Ok(job) = jobs.try_recv() else { break };
-        take(job, &mut batch, &mut again);
-    }
-    *held = again;
     batch
 }
 
