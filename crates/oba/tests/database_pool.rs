@@ -3,17 +3,19 @@
 
 #![cfg_attr(not(oba_test_postgres), allow(dead_code, unused_imports))]
 
-// Only the proxy of the shared test support: this file starts no system.
+// Only the proxy and databases of the shared test support: this file starts no system.
+#[path = "support/databases.rs"]
+mod databases;
 #[path = "support/proxy.rs"]
 #[allow(dead_code)]
 mod proxy;
 
 use std::time::Duration;
 
-use oba_kit::config::Setting;
-use oba_kit::db::{DbConfig, POOL_PING_IDLE, connect_and_migrate, create_if_missing};
+use databases::TestDatabase;
+use oba_kit::db::{POOL_PING_IDLE, connect_and_migrate};
 use proxy::TcpProxy;
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
 /// PostgreSQL's Sync message, which sqlx sends alone as its ping.
@@ -27,43 +29,31 @@ impl MigratorTrait for NoMigrations {
     }
 }
 
-/// A fresh database reached through a proxy, with a pool of one connection; dropped by
-/// [`Fixture::drop_database`].
+/// A fresh database reached through a proxy, with a pool of one connection.
 struct Fixture {
     proxy: TcpProxy,
     db: DatabaseConnection,
-    admin_url: String,
-    name: String,
+    // Last: dropped after the pool.
+    _database: TestDatabase,
 }
 
 impl Fixture {
     async fn start() -> Self {
-        let admin_url = std::env::var("OBA_TEST_DATABASE_URL").expect("OBA_TEST_DATABASE_URL");
-        let server = admin_url
-            .rsplit_once('/')
-            .map_or(admin_url.as_str(), |(s, _)| s);
-        let (credentials, host) = server.rsplit_once('@').expect("user@host:port");
+        let database = TestDatabase::create("oba_pool").await;
+        let (credentials, host) = database.server().rsplit_once('@').expect("user@host:port");
         let proxy = TcpProxy::start(host.parse().expect("host:port")).await;
-        let run = uuid::Uuid::now_v7().simple().to_string();
-        let name = format!("oba_pool{}", &run[run.len() - 10..]);
-        let config = DbConfig {
-            url: Setting::new(
-                "OBA_DATABASE_URL",
-                format!("{credentials}@{}/{name}?sslmode=disable", proxy.addr),
-            ),
-            max_connections: 1,
-            connect_timeout: Duration::from_secs(5),
-            plan_once: false,
-        };
-        create_if_missing(&config).await.expect("create database");
+        let mut config = database.config(1);
+        config.url.value = format!(
+            "{credentials}@{}/{}?sslmode=disable",
+            proxy.addr, database.name
+        );
         let db = connect_and_migrate::<NoMigrations>(&config)
             .await
             .expect("connect");
         Self {
             proxy,
             db,
-            admin_url,
-            name,
+            _database: database,
         }
     }
 
@@ -72,18 +62,6 @@ impl Fixture {
             .query_one_raw(Statement::from_string(DbBackend::Postgres, "SELECT 1"))
             .await
             .map(|_| ())
-    }
-
-    async fn drop_database(self) {
-        let _ = self.db.close().await;
-        let admin = Database::connect(&self.admin_url).await.expect("admin");
-        admin
-            .execute_unprepared(&format!(
-                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                self.name
-            ))
-            .await
-            .expect("drop database");
     }
 }
 
@@ -106,7 +84,6 @@ async fn a_connection_in_use_is_not_pinged_before_each_statement() {
         (30..=44).contains(&pings),
         "{pings} pings for 40 statements: one per statement expected, at its release"
     );
-    fixture.drop_database().await;
 }
 
 #[tokio::test]
@@ -125,5 +102,4 @@ async fn a_connection_that_died_while_idle_is_replaced_before_it_is_used() {
         .select_one()
         .await
         .expect("an idle connection is pinged, and replaced when dead");
-    fixture.drop_database().await;
 }

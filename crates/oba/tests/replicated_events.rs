@@ -20,6 +20,10 @@ use oba_kit::outbox::{CreateOutbox, Outbox, Relay};
 use oba_kit::shutdown::CancellationToken;
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
+#[path = "support/databases.rs"]
+mod databases;
+use databases::TestDatabase;
+
 struct OutboxOnly;
 
 impl MigratorTrait for OutboxOnly {
@@ -78,7 +82,8 @@ async fn bus(namespace: &str) -> Bus {
     ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
 )]
 async fn two_relays_on_one_outbox_publish_each_event_once() {
-    let (admin, name, config) = fresh_database("oba_relay_", 5).await;
+    let database = TestDatabase::create("oba_relay_").await;
+    let config = database.config(5);
     let writer = db::connect_and_migrate::<OutboxOnly>(&config)
         .await
         .expect("migrate");
@@ -150,22 +155,6 @@ async fn two_relays_on_one_outbox_publish_each_event_once() {
     }
     writer.close().await.expect("close");
     delete_stream(&namespace).await;
-    drop_database(&admin, &name).await;
-}
-
-/// A new PostgreSQL database on the test server: the admin URL, its name, and its config.
-async fn fresh_database(prefix: &str, max_connections: u32) -> (String, String, DbConfig) {
-    let admin = std::env::var("OBA_TEST_DATABASE_URL").expect("OBA_TEST_DATABASE_URL");
-    let server = admin.rsplit_once('/').map_or(admin.as_str(), |(s, _)| s);
-    let name = unique(prefix);
-    let config = DbConfig {
-        url: Setting::new("OBA_DATABASE_URL", format!("{server}/{name}")),
-        max_connections,
-        connect_timeout: Duration::from_secs(5),
-        plan_once: false,
-    };
-    db::create_if_missing(&config).await.expect("database");
-    (admin, name, config)
 }
 
 async fn stream_messages_or_zero(namespace: &str) -> u64 {
@@ -188,18 +177,6 @@ async fn outbox_event_types(db: &sea_orm::DatabaseConnection) -> Vec<String> {
         .into_iter()
         .map(|row| row.event_type)
         .collect()
-}
-
-async fn drop_database(admin: &str, name: &str) {
-    use sea_orm::sqlx::Connection;
-    let mut connection = sea_orm::sqlx::PgConnection::connect(admin)
-        .await
-        .expect("admin");
-    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-    sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(sql))
-        .execute(&mut connection)
-        .await
-        .expect("drop");
 }
 
 #[tokio::test]
@@ -287,7 +264,8 @@ async fn likes_written_together_by_two_replicas_count_once_in_order() {
     use futures::future::join_all;
     use like_service::storage::{LikeKey, LikeStore, migration::Migrator};
 
-    let (admin, name, mut config) = fresh_database("oba_likes_", 10).await;
+    let database = TestDatabase::create("oba_likes_").await;
+    let mut config = database.config(10);
     config.plan_once = true; // as like-service connects
     let first = db::connect_and_migrate::<Migrator>(&config)
         .await
@@ -341,7 +319,6 @@ async fn likes_written_together_by_two_replicas_count_once_in_order() {
 
     drop(replicas);
     first.close().await.expect("close");
-    drop_database(&admin, &name).await;
 }
 
 #[tokio::test]
@@ -356,7 +333,8 @@ async fn a_batch_of_likes_in_one_postgresql_statement_counts_and_tells_only_chan
 
     // One writer: what it is handed at once is one batch, one statement.
     let pool = u32::try_from(POOL_KEPT).expect("pool") + 1;
-    let (admin, name, mut config) = fresh_database("oba_likes_", pool).await;
+    let database = TestDatabase::create("oba_likes_").await;
+    let mut config = database.config(pool);
     config.plan_once = true; // as like-service connects
     let db = db::connect_and_migrate::<Migrator>(&config)
         .await
@@ -434,7 +412,6 @@ async fn a_batch_of_likes_in_one_postgresql_statement_counts_and_tells_only_chan
 
     drop(store);
     db.close().await.expect("close");
-    drop_database(&admin, &name).await;
 }
 
 #[tokio::test]
@@ -451,7 +428,8 @@ async fn counter_batches_of_two_rank_replicas_over_the_same_posts_sum_once() {
     use rank_service::storage::{entity, migration::Migrator};
     use sea_orm::EntityTrait;
 
-    let (admin, name, config) = fresh_database("oba_rank_", 4).await;
+    let database = TestDatabase::create("oba_rank_").await;
+    let config = database.config(4);
     let replicas = [
         db::connect_and_migrate::<Migrator>(&config)
             .await
@@ -525,5 +503,4 @@ async fn counter_batches_of_two_rank_replicas_over_the_same_posts_sum_once() {
     let counted: std::collections::HashMap<_, _> =
         rows.iter().map(|r| (r.post_id, r.likes)).collect();
     assert_eq!(counted, expected);
-    drop_database(&admin, &name).await;
 }

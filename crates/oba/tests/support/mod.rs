@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod databases;
 pub mod processes;
 pub mod proxy;
 pub mod ws;

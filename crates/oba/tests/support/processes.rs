@@ -347,30 +347,12 @@ impl Drop for Processes {
 pub fn remove_run_state(admin_url: &str, databases: Vec<String>, bus_url: &str, stream: &str) {
     let (admin_url, bus_url, stream) =
         (admin_url.to_owned(), bus_url.to_owned(), stream.to_owned());
-    // Drop may run inside the test's runtime, which must not block: use a thread of its own.
-    let dropped = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            use sea_orm::sqlx::Connection;
-            let mut admin = sea_orm::sqlx::PgConnection::connect(&admin_url)
-                .await
-                .expect("admin connection");
-            for name in databases {
-                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(sql))
-                    .execute(&mut admin)
-                    .await
-                    .expect("drop test database");
-            }
-            if let Ok(client) = async_nats::connect(bus_url.as_str()).await {
-                let _ = async_nats::jetstream::new(client)
-                    .delete_stream(&stream)
-                    .await;
-            }
-        });
+    super::databases::run_detached(async move {
+        super::databases::drop_databases(&admin_url, &databases).await;
+        if let Ok(client) = async_nats::connect(bus_url.as_str()).await {
+            let _ = async_nats::jetstream::new(client)
+                .delete_stream(&stream)
+                .await;
+        }
     });
-    let _ = dropped.join();
 }
