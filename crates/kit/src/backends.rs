@@ -135,6 +135,7 @@ impl Backends {
         let deliveries = self.bus.subscribe(name, subjects.clone());
         let (db, metrics) = (self.db.clone(), app.metrics().clone());
         let (bus, lag_metrics) = (self.bus.clone(), metrics.clone());
+        let pruned = self.db.clone();
         app.background(move |shutdown| {
             Box::pin(
                 async move { consumer::run(deliveries, db, projection, &metrics, shutdown).await },
@@ -145,5 +146,6 @@ impl Backends {
                 consumer::report_lag(bus, name, subjects, &lag_metrics, shutdown).await
             })
         })
+        .background(move |shutdown| Box::pin(consumer::prune_until(pruned, shutdown)))
     }
 }

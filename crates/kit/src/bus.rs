@@ -272,6 +272,9 @@ pub fn parse_version(text: &str) -> Option<(u64, u64, u64)> {
     Some((next()?, next()?, next().unwrap_or(0)))
 }
 
+/// How long the stream keeps an event after storing it; until then it may deliver it again.
+pub const EVENT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// How long JetStream waits for an ack before redelivering.
 pub const ACK_WAIT: Duration = Duration::from_secs(10);
 
@@ -312,7 +315,7 @@ impl NatsBus {
             .get_or_create_stream(async_nats::jetstream::stream::Config {
                 name: namespace.to_owned(),
                 subjects: vec![format!("{namespace}.>")],
-                max_age: Duration::from_secs(7 * 24 * 3600),
+                max_age: EVENT_RETENTION,
                 ..Default::default()
             })
             .await

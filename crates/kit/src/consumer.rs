@@ -12,6 +12,9 @@
 //! most of what was left.
 //! Under load a batch is taken at most every [`GATHER`], so that batches are of those
 //! milliseconds' events rather than of one.
+//!
+//! An id is kept while the bus may still deliver its event again ([`PROCESSED_RETENTION`]),
+//! then pruned ([`prune_until`]): the table holds days of events, not every event ever.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -24,7 +27,7 @@ use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::Set, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, TransactionTrait,
 };
-use sea_orm_migration::prelude::{ColumnDef, SchemaManager, Table};
+use sea_orm_migration::prelude::{ColumnDef, Index, SchemaManager, Table};
 use tokio_util::sync::CancellationToken;
 
 use crate::ServiceError;
@@ -90,6 +93,96 @@ impl sea_orm_migration::MigrationName for CreateProcessedEvents {
 impl sea_orm_migration::MigrationTrait for CreateProcessedEvents {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         create_table(manager).await
+    }
+}
+
+/// The migration indexing `processed_events` by when each event was applied, for the prune.
+pub struct IndexProcessedEvents;
+
+impl sea_orm_migration::MigrationName for IndexProcessedEvents {
+    fn name(&self) -> &str {
+        "m20261201_000102_index_processed_events"
+    }
+}
+
+#[sea_orm_migration::async_trait::async_trait]
+impl sea_orm_migration::MigrationTrait for IndexProcessedEvents {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_index(
+                Index::create()
+                    .name("processed_events_processed_at_idx")
+                    .table(entity::Entity)
+                    .col(entity::Column::ProcessedAt)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// The migrations of `processed_events`, in order, for a consuming service's migrator.
+pub fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
+    vec![
+        Box::new(CreateProcessedEvents),
+        Box::new(IndexProcessedEvents),
+    ]
+}
+
+/// How long the id of an applied event is kept. The bus keeps an event for
+/// [`crate::bus::EVENT_RETENTION`] after storing it and may deliver it again until then; a
+/// day more covers an event its relay held back while the bus was away.
+pub const PROCESSED_RETENTION: Duration =
+    Duration::from_secs(crate::bus::EVENT_RETENTION.as_secs() + 24 * 3600);
+
+/// How often ids past [`PROCESSED_RETENTION`] are deleted.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// The most ids one prune statement deletes: on SQLite's one connection, writes queued
+/// behind it wait for one such statement, not for the whole backlog.
+pub const PRUNE_CHUNK: u64 = 10_000;
+
+/// Deletes the ids of events applied before `before`, `chunk` at a time; returns how many.
+pub async fn prune(
+    db: &DatabaseConnection,
+    before: chrono::DateTime<chrono::Utc>,
+    chunk: u64,
+) -> Result<u64, DbErr> {
+    use sea_orm::{ColumnTrait, QueryFilter, QuerySelect, QueryTrait};
+    let mut deleted = 0;
+    loop {
+        let oldest = entity::Entity::find()
+            .select_only()
+            .column(entity::Column::EventId)
+            .filter(entity::Column::ProcessedAt.lt(before))
+            .limit(chunk)
+            .into_query();
+        let done = entity::Entity::delete_many()
+            .filter(entity::Column::EventId.in_subquery(oldest))
+            .exec(db)
+            .await?
+            .rows_affected;
+        deleted += done;
+        if done < chunk {
+            return Ok(deleted);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Deletes ids past [`PROCESSED_RETENTION`] every [`PRUNE_EVERY`] until shutdown, so that
+/// `processed_events` holds what the bus may still deliver, not every event ever applied.
+pub async fn prune_until(db: DatabaseConnection, shutdown: CancellationToken) {
+    let retention =
+        chrono::Duration::from_std(PROCESSED_RETENTION).unwrap_or(chrono::Duration::MAX);
+    let mut ticks = Ticks::every(PRUNE_EVERY);
+    while ticks.next(&shutdown).await {
+        match prune(&db, chrono::Utc::now() - retention, PRUNE_CHUNK).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::debug!(deleted, "processed event ids pruned"),
+            // Tried again at the next tick; until then the table only holds more.
+            Err(e) => tracing::warn!(error = %e, "cannot prune processed event ids"),
+        }
     }
 }
 
@@ -399,7 +492,7 @@ mod tests {
 
     impl MigratorTrait for ProcessedOnly {
         fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-            vec![Box::new(CreateProcessedEvents)]
+            migrations()
         }
     }
 
@@ -489,6 +582,50 @@ mod tests {
             .expect("applied");
         assert_eq!(again, [Handled::Duplicate, Handled::Applied]);
         assert_eq!(*projection.applied.lock().expect("lock"), ["4", "6"]);
+    }
+
+    #[tokio::test]
+    async fn ids_applied_before_the_retention_are_pruned_and_later_ones_still_deduplicate() {
+        let (_dir, db) = processed_db().await;
+        let now = chrono::Utc::now();
+        let retention = chrono::Duration::from_std(PROCESSED_RETENTION).expect("fits");
+        let row = |id: String, processed_at| entity::ActiveModel {
+            event_id: Set(id),
+            processed_at: Set(processed_at),
+        };
+        let old = (0..5).map(|i| {
+            row(
+                format!("old-{i}"),
+                now - retention - chrono::Duration::hours(1),
+            )
+        });
+        let recent = (0..2).map(|i| {
+            row(
+                format!("new-{i}"),
+                now - retention + chrono::Duration::hours(1),
+            )
+        });
+        entity::Entity::insert_many(old.chain(recent))
+            .exec(&db)
+            .await
+            .expect("rows");
+
+        // Two at a time: the chunks go on until the old ids are gone.
+        assert_eq!(prune(&db, now - retention, 2).await.expect("pruned"), 5);
+        let mut kept: Vec<_> = entity::Entity::find()
+            .all(&db)
+            .await
+            .expect("rows")
+            .into_iter()
+            .map(|row| row.event_id)
+            .collect();
+        kept.sort();
+        assert_eq!(kept, ["new-0", "new-1"]);
+        let redelivered = handle(&db, &Recording::default(), &decoded("new-0", "post.liked"))
+            .await
+            .expect("handled");
+        assert_eq!(redelivered, Handled::Duplicate);
+        assert_eq!(prune(&db, now - retention, 2).await.expect("pruned"), 0);
     }
 
     #[tokio::test]

@@ -4,7 +4,8 @@
 //! version (NATS 2.9 ignores `filter_subjects`), and its lag counts what it has not acked.
 //! And likes written together by two replicas, each with several writers, count once, a
 //! batch written as one PostgreSQL statement tells only what changed, and two rank-service
-//! replicas' counter batches over the same posts count every change once.
+//! replicas' counter batches over the same posts count every change once. And the ids of
+//! events applied long ago are pruned, in chunks.
 
 #![cfg_attr(not(oba_test_postgres), allow(dead_code, unused_imports))]
 
@@ -503,4 +504,41 @@ async fn counter_batches_of_two_rank_replicas_over_the_same_posts_sum_once() {
     let counted: std::collections::HashMap<_, _> =
         rows.iter().map(|r| (r.post_id, r.likes)).collect();
     assert_eq!(counted, expected);
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(oba_test_postgres),
+    ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
+)]
+async fn ids_of_events_applied_long_ago_are_pruned_in_chunks_on_postgresql() {
+    use oba_kit::consumer::{PROCESSED_RETENTION, entity, prune};
+    use rank_service::storage::migration::Migrator;
+    use sea_orm::{ActiveValue::Set, EntityTrait};
+
+    let database = TestDatabase::create("oba_prune_").await;
+    let db = db::connect_and_migrate::<Migrator>(&database.config(2))
+        .await
+        .expect("migrate");
+    let now = chrono::Utc::now();
+    let cutoff = now - chrono::Duration::from_std(PROCESSED_RETENTION).expect("fits");
+    let rows = (0..25).map(|i| entity::ActiveModel {
+        event_id: Set(uuid::Uuid::now_v7().to_string()),
+        // Every fifth id was applied after the cutoff and stays.
+        processed_at: Set(if i % 5 == 0 {
+            cutoff + chrono::Duration::minutes(1)
+        } else {
+            cutoff - chrono::Duration::minutes(i)
+        }),
+    });
+    entity::Entity::insert_many(rows)
+        .exec(&db)
+        .await
+        .expect("rows");
+
+    assert_eq!(prune(&db, cutoff, 3).await.expect("pruned"), 20);
+    let left = entity::Entity::find().all(&db).await.expect("rows");
+    assert_eq!(left.len(), 5);
+    assert!(left.iter().all(|row| row.processed_at > cutoff));
+    db.close().await.expect("close");
 }

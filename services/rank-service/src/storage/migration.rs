@@ -7,10 +7,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![
-            Box::new(CreateRankPosts),
-            Box::new(oba_kit::consumer::CreateProcessedEvents),
-        ]
+        let mut migrations: Vec<Box<dyn MigrationTrait>> = vec![Box::new(CreateRankPosts)];
+        migrations.extend(oba_kit::consumer::migrations());
+        migrations
     }
 }
 
