@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use oba_kit::bus::{Bus, NatsBus};
 use oba_kit::config::Setting;
-use oba_kit::db::{self, DbConfig};
+use oba_kit::db;
 use oba_kit::metrics::Metrics;
 use oba_kit::outbox::{CreateOutbox, Outbox, Relay};
 use oba_kit::shutdown::CancellationToken;
