@@ -140,7 +140,6 @@ pub const SQLITE_LOG_LIMIT: i64 = 16_384;
 /// the favorites benchmark's tail.
 pub struct Checkpointer {
     db: DatabaseConnection,
-    options: std::sync::Arc<sea_orm::sqlx::sqlite::SqliteConnectOptions>,
     every: Duration,
     log_limit: i64,
 }
@@ -151,7 +150,6 @@ impl Checkpointer {
     pub fn of(db: &DatabaseConnection, every: Duration, log_limit: i64) -> Option<Self> {
         (db.get_database_backend() == DbBackend::Sqlite).then(|| Self {
             db: db.clone(),
-            options: db.get_sqlite_connection_pool().connect_options(),
             every,
             log_limit,
         })
@@ -161,12 +159,14 @@ impl Checkpointer {
     /// is tried again at the next tick, on a new connection.
     pub async fn run(self, shutdown: CancellationToken) {
         use sea_orm::sqlx::{ConnectOptions as _, Connection as _};
+        // The pool's file and settings, on a connection of the checkpointer's own.
+        let options = self.db.get_sqlite_connection_pool().connect_options();
         let mut ticks = Ticks::every(self.every);
         let mut connection = None;
         while ticks.next(&shutdown).await {
             let conn = match connection.as_mut() {
                 Some(conn) => conn,
-                None => match self.options.connect().await {
+                None => match options.connect().await {
                     Ok(conn) => connection.insert(conn),
                     Err(e) => {
                         tracing::warn!(error = %e, "checkpoint: cannot open the database");
@@ -345,6 +345,12 @@ mod tests {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
+    /// A pool on the SQLite file `name` in `dir`, as a service connects to it.
+    async fn sqlite_file(dir: &tempfile::TempDir, name: &str) -> DatabaseConnection {
+        let config = DbConfig::sqlite_file("OBA_DATABASE_URL", &dir.path().join(name));
+        connect_and_migrate::<Nothing>(&config).await.expect("db")
+    }
+
     /// Commits `rows` rows of 1 KiB, each in a transaction of its own.
     async fn commit_rows(db: &DatabaseConnection, rows: usize) {
         exec(db, "CREATE TABLE t (body TEXT)").await;
@@ -357,9 +363,7 @@ mod tests {
     async fn the_pool_leaves_checkpoints_to_the_checkpointer() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("c.db");
-        let db = connect_and_migrate::<Nothing>(&DbConfig::sqlite_file("OBA_DATABASE_URL", &file))
-            .await
-            .expect("db");
+        let db = sqlite_file(&dir, "c.db").await;
         // ~1 500 pages of log: past the 1 000 at which SQLite would checkpoint on the pool.
         commit_rows(&db, 1_500).await;
         let size = || std::fs::metadata(&file).expect("file").len();
@@ -389,10 +393,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_log_stays_bounded_while_writes_never_stop_and_never_wait() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("b.db");
-        let db = connect_and_migrate::<Nothing>(&DbConfig::sqlite_file("OBA_DATABASE_URL", &file))
-            .await
-            .expect("db");
+        let db = sqlite_file(&dir, "b.db").await;
         // On the pool's one connection: a write that meets a locked log fails at once
         // instead of sleeping in the busy handler, and fails the test.
         exec(&db, "PRAGMA busy_timeout = 0").await;
