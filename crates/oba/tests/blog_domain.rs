@@ -22,6 +22,7 @@ scenarios!(
     comments_list_oldest_first_and_only_the_right_people_delete_them,
     deleting_a_post_removes_its_comments_and_likes,
     a_post_is_asked_about_once_and_not_liked_once_deleted,
+    authors_of_posts_missed_together_are_asked_for_in_one_call,
     liking_twice_counts_once_even_concurrently,
     a_page_costs_the_same_internal_calls_for_1_or_50_posts,
     system_status_reports_every_service,
@@ -562,6 +563,59 @@ async fn a_post_is_asked_about_once_and_not_liked_once_deleted(app: TestSystem) 
         }
     };
     assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
+}
+
+async fn authors_of_posts_missed_together_are_asked_for_in_one_call(app: TestSystem) {
+    use oba_kit::config::Setting;
+    use oba_kit::peer::PostDirectory;
+
+    let (alice, alice_id) = app.register("alice").await;
+    let mut posts = Vec::new();
+    for i in 0..30 {
+        let post = app.create_post(&alice, &format!("Post {i}"), &[]).await;
+        posts.push(
+            post["id"]
+                .as_str()
+                .expect("id")
+                .parse::<uuid::Uuid>()
+                .expect("uuid"),
+        );
+    }
+    let unknown = uuid::Uuid::now_v7();
+    // What like- and comment-service hold: nothing remembered yet, as after a quiet minute.
+    let directory = PostDirectory::connect(&Setting::new(
+        "OBA_POST_SERVICE_URL",
+        format!("http://{}", app.addr(Service::PostService)),
+    ))
+    .expect("directory");
+    let asked = app.grpc_calls(Service::PostService, "ListPosts").await;
+
+    let answers = futures::future::join_all(
+        posts
+            .iter()
+            .chain([&unknown])
+            .map(|post| directory.author_of(*post)),
+    )
+    .await;
+
+    // 31 lookups made together are one call (two should the batch's millisecond fall
+    // between them); each asked on its own, they were 31.
+    let calls = app.grpc_calls(Service::PostService, "ListPosts").await - asked;
+    assert!((1..=2).contains(&calls), "{calls} calls to post-service");
+    let (unknown_answer, answers) = answers.split_last().expect("answers");
+    for answer in answers {
+        assert_eq!(answer.as_ref().expect("an author").to_string(), alice_id);
+    }
+    assert!(
+        matches!(unknown_answer, Err(oba_kit::ServiceError::NotFound("post"))),
+        "{unknown_answer:?}"
+    );
+    // Remembered now: asked again, nobody is called.
+    directory.author_of(posts[0]).await.expect("an author");
+    assert_eq!(
+        app.grpc_calls(Service::PostService, "ListPosts").await - asked,
+        calls
+    );
 }
 
 async fn liking_twice_counts_once_even_concurrently(app: TestSystem) {
