@@ -302,7 +302,7 @@ impl tonic::service::Interceptor for Outgoing {
 /// is listened to at most once, not consumed durably).
 ///
 /// Posts not remembered are asked for together: those missed within a millisecond go in
-/// one `ListPosts` call ([`AuthorsOfPosts`]). Answers learnt together expire together, so a
+/// one `ListPosts` call (`AuthorsOfPosts`). Answers learnt together expire together, so a
 /// busy service that paused for a minute misses every post at once; asked one call each,
 /// hundreds of calls queued at post-service and halved favorites for a second or two.
 #[derive(Clone)]
@@ -384,7 +384,7 @@ impl PostDirectory {
 }
 
 /// Who wrote which posts, in one call to post-service; posts it does not list do not exist.
-pub struct AuthorsOfPosts {
+pub(crate) struct AuthorsOfPosts {
     posts: oba_proto::post::v1::post_service_client::PostServiceClient<
         tonic::service::interceptor::InterceptedService<Channel, Outgoing>,
     >,
@@ -392,7 +392,7 @@ pub struct AuthorsOfPosts {
 
 /// Why post-service gave no answer, told to every lookup that waited for it.
 #[derive(Debug, Clone)]
-pub enum AskFailed {
+pub(crate) enum AskFailed {
     Unavailable,
     Internal(String),
 }
