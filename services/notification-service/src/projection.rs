@@ -50,26 +50,21 @@ impl Projection for NotificationProjection {
         txn: &DatabaseTransaction,
     ) -> Result<(), ServiceError> {
         let new: Vec<NewNotification> = match event.r#type.as_str() {
-            "user.followed" => {
+            "user.followed" | "user.unfollowed" => {
                 let e: UserFollowed = decode(event)?;
                 let (follower, followee) = (
                     parse_id("follower_id", &e.follower_id)?,
                     parse_id("followee_id", &e.followee_id)?,
                 );
-                storage::follow(txn, follower, followee).await?;
-                about_someone_else(Some(followee), follower, Kind::Followed, None)
+                let following = event.r#type == "user.followed";
+                let version = parse_id("id", &event.id)?;
+                storage::set_following(txn, follower, followee, following, version).await?;
+                // A follow happened even if a later unfollow was applied first: it notifies.
+                following
+                    .then(|| about_someone_else(Some(followee), follower, Kind::Followed, None))
+                    .flatten()
                     .into_iter()
                     .collect()
-            }
-            "user.unfollowed" => {
-                let e: UserFollowed = decode(event)?;
-                storage::unfollow(
-                    txn,
-                    parse_id("follower_id", &e.follower_id)?,
-                    parse_id("followee_id", &e.followee_id)?,
-                )
-                .await?;
-                Vec::new()
             }
             "comment.added" => {
                 let e: CommentChanged = decode(event)?;

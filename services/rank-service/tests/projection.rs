@@ -152,10 +152,18 @@ async fn a_batch_of_counter_events_ends_as_the_events_one_by_one() {
     assert_eq!((kept_row.likes, kept_row.comments), (1, 2));
     assert!(kept_row.created_at.is_some());
     assert!(
-        row(gone).is_none(),
-        "a deleted post's earlier like did not bring it back"
+        row(gone).expect("gone").deleted,
+        "a deleted post's row is marked"
     );
     let early_row = row(early).expect("early");
     assert_eq!((early_row.likes, early_row.created_at), (1, None));
-    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.len(), 3);
+    let trending = storage::trending(&db, 10, chrono::Utc::now())
+        .await
+        .expect("trending");
+    assert_eq!(
+        trending.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [kept],
+        "neither the deleted post nor one not created yet trends"
+    );
 }

@@ -7,7 +7,8 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        let mut migrations: Vec<Box<dyn MigrationTrait>> = vec![Box::new(CreateNotifications)];
+        let mut migrations: Vec<Box<dyn MigrationTrait>> =
+            vec![Box::new(CreateNotifications), Box::new(KeepUnfollowedPairs)];
         migrations.extend(oba_kit::consumer::migrations());
         migrations
     }
@@ -30,6 +31,8 @@ enum Followers {
     Table,
     FolloweeId,
     FollowerId,
+    Following,
+    Version,
 }
 
 struct CreateNotifications;
@@ -101,6 +104,44 @@ impl MigrationTrait for CreateNotifications {
                             .col(Followers::FolloweeId)
                             .col(Followers::FollowerId),
                     )
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// Followers keep the pair's last event: whether it follows, and the event's id. Rows of
+/// before are follows (an unfollow deleted its row) with no version, so any event wins.
+struct KeepUnfollowedPairs;
+
+impl MigrationName for KeepUnfollowedPairs {
+    fn name(&self) -> &str {
+        "m20261202_000001_keep_unfollowed_pairs"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for KeepUnfollowedPairs {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // One column per statement: SQLite alters one at a time.
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Followers::Table)
+                    .add_column(
+                        ColumnDef::new(Followers::Following)
+                            .boolean()
+                            .not_null()
+                            .default(true),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Followers::Table)
+                    .add_column(ColumnDef::new(Followers::Version).uuid().null())
                     .to_owned(),
             )
             .await

@@ -32,7 +32,9 @@ pub mod entity {
     pub mod follower {
         use sea_orm::entity::prelude::*;
 
-        /// Who follows whom, as user.followed/unfollowed events told it.
+        /// Who follows whom, as the latest user.followed/unfollowed event of each pair told
+        /// it. An unfollowed pair keeps its row (`following` false), so that an older event
+        /// delivered later cannot bring the follow back.
         #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
         #[sea_orm(table_name = "followers")]
         pub struct Model {
@@ -40,6 +42,10 @@ pub mod entity {
             pub followee_id: Uuid,
             #[sea_orm(primary_key, auto_increment = false)]
             pub follower_id: Uuid,
+            pub following: bool,
+            /// The id (UUIDv7) of the event that set `following`; none on rows written before
+            /// versions were kept, which any event replaces.
+            pub version: Option<Uuid>,
         }
 
         #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -51,7 +57,7 @@ pub mod entity {
 
 use chrono::Utc;
 use oba_kit::ServiceError;
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{Alias, DynIden, Expr, ExprTrait, IntoIden, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
     QueryFilter, QueryOrder, QuerySelect,
@@ -62,37 +68,38 @@ use crate::domain::NewNotification;
 pub use entity::notification::Model as Notification;
 use entity::{follower, notification};
 
-#[tracing::instrument(name = "db", skip_all, fields(otel.name = "notification-service/follow", otel.kind = "client"))]
-pub async fn follow(
+/// Records that `follower` follows `followee` (`following`) or no longer does, as the event
+/// `version` says. Only an event newer than the pair's last one changes it: event ids are
+/// UUIDv7, in the order their writes were made (the order the outbox publishes in), so
+/// events of one pair applied out of order (a redelivery after a nak, or NATS 2.9's
+/// consumer per subject) still end as their writes did.
+#[tracing::instrument(name = "db", skip_all, fields(otel.name = "notification-service/set_following", otel.kind = "client"))]
+pub async fn set_following(
     db: &impl ConnectionTrait,
     follower_id: Uuid,
     followee_id: Uuid,
+    following: bool,
+    version: Uuid,
 ) -> Result<(), DbErr> {
+    let version_of = |table: DynIden| Expr::col((table, follower::Column::Version));
+    let stored_is_older = version_of(follower::Entity.into_iden())
+        .is_null()
+        .or(version_of(Alias::new("excluded").into_iden())
+            .gt(version_of(follower::Entity.into_iden())));
     follower::Entity::insert(follower::ActiveModel {
         followee_id: Set(followee_id),
         follower_id: Set(follower_id),
+        following: Set(following),
+        version: Set(Some(version)),
     })
     .on_conflict(
         OnConflict::columns([follower::Column::FolloweeId, follower::Column::FollowerId])
-            .do_nothing()
+            .update_columns([follower::Column::Following, follower::Column::Version])
+            .action_and_where(stored_is_older)
             .to_owned(),
     )
     .exec_without_returning(db)
     .await?;
-    Ok(())
-}
-
-#[tracing::instrument(name = "db", skip_all, fields(otel.name = "notification-service/unfollow", otel.kind = "client"))]
-pub async fn unfollow(
-    db: &impl ConnectionTrait,
-    follower_id: Uuid,
-    followee_id: Uuid,
-) -> Result<(), DbErr> {
-    follower::Entity::delete_many()
-        .filter(follower::Column::FolloweeId.eq(followee_id))
-        .filter(follower::Column::FollowerId.eq(follower_id))
-        .exec(db)
-        .await?;
     Ok(())
 }
 
@@ -103,6 +110,7 @@ pub async fn followers_of(
 ) -> Result<Vec<Uuid>, DbErr> {
     Ok(follower::Entity::find()
         .filter(follower::Column::FolloweeId.eq(followee_id))
+        .filter(follower::Column::Following.eq(true))
         .all(db)
         .await?
         .into_iter()

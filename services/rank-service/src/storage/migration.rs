@@ -7,7 +7,8 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        let mut migrations: Vec<Box<dyn MigrationTrait>> = vec![Box::new(CreateRankPosts)];
+        let mut migrations: Vec<Box<dyn MigrationTrait>> =
+            vec![Box::new(CreateRankPosts), Box::new(KeepDeletedPosts)];
         migrations.extend(oba_kit::consumer::migrations());
         migrations
     }
@@ -21,6 +22,7 @@ enum RankPosts {
     Likes,
     Comments,
     Views,
+    Deleted,
 }
 
 struct CreateRankPosts;
@@ -80,6 +82,34 @@ impl MigrationTrait for CreateRankPosts {
                     .table(RankPosts::Table)
                     .col(RankPosts::CreatedAt)
                     .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// A deleted post keeps its row, marked, instead of losing it: see `entity::Model::deleted`.
+struct KeepDeletedPosts;
+
+impl MigrationName for KeepDeletedPosts {
+    fn name(&self) -> &str {
+        "m20261202_000001_keep_deleted_posts"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for KeepDeletedPosts {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(RankPosts::Table)
+                    .add_column(
+                        ColumnDef::new(RankPosts::Deleted)
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
                     .to_owned(),
             )
             .await

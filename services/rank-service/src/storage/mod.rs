@@ -1,4 +1,5 @@
-//! The trending projection in rank-service's own database: one row of counters per post.
+//! The trending projection in rank-service's own database: one row of counters per post,
+//! kept (marked deleted) when its post is deleted.
 
 pub mod migration;
 
@@ -16,6 +17,9 @@ pub mod entity {
         pub likes: i64,
         pub comments: i64,
         pub views: i64,
+        /// The post was deleted. Its row stays, so that an event of it delivered later (a
+        /// `post.created` redelivered after a nak) cannot bring it back to trending.
+        pub deleted: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -46,6 +50,7 @@ async fn ensure_row(db: &impl ConnectionTrait, post_id: Uuid) -> Result<(), DbEr
         likes: Set(0),
         comments: Set(0),
         views: Set(0),
+        deleted: Set(false),
     })
     .on_conflict(OnConflict::column(Column::PostId).do_nothing().to_owned())
     .exec_without_returning(db)
@@ -70,7 +75,12 @@ pub async fn post_created(
 
 #[tracing::instrument(name = "db", skip_all, fields(otel.name = "rank-service/post_deleted", otel.kind = "client"))]
 pub async fn post_deleted(db: &impl ConnectionTrait, post_id: Uuid) -> Result<(), DbErr> {
-    RankPosts::delete_by_id(post_id).exec(db).await?;
+    ensure_row(db, post_id).await?;
+    RankPosts::update_many()
+        .col_expr(Column::Deleted, Expr::value(true))
+        .filter(Column::PostId.eq(post_id))
+        .exec(db)
+        .await?;
     Ok(())
 }
 
@@ -84,6 +94,7 @@ pub async fn add(db: &impl ConnectionTrait, changes: &EngagementChanges) -> Resu
         likes: Set(e.likes),
         comments: Set(e.comments),
         views: Set(e.views),
+        deleted: Set(false),
     });
     // `excluded` is the row that was to be inserted: its counters are this batch's changes.
     // (No rows, no statement: sea-orm skips an empty insert.)
@@ -111,6 +122,7 @@ pub async fn trending(
     let since = now - chrono::Duration::days(WINDOW_DAYS);
     let rows = RankPosts::find()
         .filter(Column::CreatedAt.gte(since))
+        .filter(Column::Deleted.eq(false))
         .all(db)
         .await?;
     let mut scored: Vec<(Uuid, f64)> = rows
