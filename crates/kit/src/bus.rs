@@ -5,7 +5,11 @@
 //!   `<namespace>.>`), durable pull consumers, explicit acks and redelivery.
 //!
 //! Publishing is only ever done by the outbox relay (`crate::outbox`), so a bus that is down
-//! delays events but loses none. Subscribing never fails: a consumer whose bus is down keeps
+//! delays events but loses none. On NATS a relay round's events of one type travel as one
+//! message, an [`EventPack`] (header [`PACK_HEADER`]): the stream, its deliveries and acks
+//! are per message, and they were most of NATS's cost per event. Consumers and listeners
+//! get the pack's events one by one; a pack is acked when all its events are, and nak'd
+//! (every event of it comes again, the applied ones as duplicates) as soon as one is. Subscribing never fails: a consumer whose bus is down keeps
 //! retrying in the background, and deliveries arrive on its channel once the bus is back.
 
 use std::collections::HashMap;
@@ -17,7 +21,13 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
+use oba_proto::event::v1::EventPack;
+use prost::Message;
+
 use crate::config::{ConfigError, Setting};
+
+/// The header that marks a NATS message as an [`EventPack`]; its value is the event count.
+pub const PACK_HEADER: &str = "Oba-Pack";
 
 #[derive(Debug, thiserror::Error)]
 #[error("event bus: {0}")]
@@ -38,7 +48,63 @@ enum Ack {
         /// The consumer's count of events handed to it and not yet acked.
         pending: Arc<AtomicU64>,
     },
-    Nats(Box<async_nats::jetstream::Message>),
+    Nats(Arc<NatsAck>),
+}
+
+/// A JetStream message and how many of the events it carries are not acked yet: one, or
+/// a pack's count. Acked once all are; nak'd as soon as one is (the rest's acks are moot).
+struct NatsAck {
+    message: Mutex<Option<async_nats::jetstream::Message>>,
+    unacked: std::sync::atomic::AtomicUsize,
+}
+
+impl NatsAck {
+    fn new(message: async_nats::jetstream::Message, events: usize) -> Arc<Self> {
+        Arc::new(Self {
+            message: Mutex::new(Some(message)),
+            unacked: events.into(),
+        })
+    }
+
+    /// The message, unless it was nak'd already (or acked: its last event is).
+    fn take(&self) -> Option<async_nats::jetstream::Message> {
+        self.message.lock().ok().and_then(|mut m| m.take())
+    }
+
+    async fn ack(&self) -> Result<(), BusError> {
+        if self.unacked.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return Ok(());
+        }
+        match self.take() {
+            Some(message) => message.ack().await.map_err(|e| BusError(e.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    async fn nak(&self, delay: Duration) -> Result<(), BusError> {
+        match self.take() {
+            Some(message) => message
+                .ack_with(async_nats::jetstream::AckKind::Nak(Some(delay)))
+                .await
+                .map_err(|e| BusError(e.to_string())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The events a NATS message carries: the pack's when its headers mark it as one, else the
+/// message itself. A pack that does not decode is handed on whole, for the consumer to
+/// report and drop like any other undecodable event.
+fn events_of(headers: Option<&async_nats::HeaderMap>, payload: &Bytes) -> Vec<Bytes> {
+    if headers.and_then(|h| h.get(PACK_HEADER)).is_none() {
+        return vec![payload.clone()];
+    }
+    match EventPack::decode(payload.clone()) {
+        Ok(pack) if !pack.envelopes.is_empty() => {
+            pack.envelopes.into_iter().map(Bytes::from).collect()
+        }
+        _ => vec![payload.clone()],
+    }
 }
 
 impl Delivery {
@@ -48,7 +114,7 @@ impl Delivery {
                 pending.fetch_sub(1, Ordering::Relaxed);
                 Ok(())
             }
-            Ack::Nats(message) => message.ack().await.map_err(|e| BusError(e.to_string())),
+            Ack::Nats(message) => message.ack().await,
         }
     }
 
@@ -72,10 +138,7 @@ impl Delivery {
                 });
                 Ok(())
             }
-            Ack::Nats(message) => message
-                .ack_with(async_nats::jetstream::AckKind::Nak(Some(delay)))
-                .await
-                .map_err(|e| BusError(e.to_string())),
+            Ack::Nats(message) => message.nak(delay).await,
         }
     }
 }
@@ -91,11 +154,24 @@ pub trait EventBus: Send + Sync + 'static {
     /// has stored it. Messages sent one after another are stored in that order, so a relay
     /// sends a batch and then waits once, not a round trip per message.
     async fn send(&self, subject: &str, id: &str, payload: Bytes) -> Result<Stored, BusError>;
+    /// [`EventBus::send`] for several events of one subject, `(id, payload)` each, in one
+    /// message where the bus packs them (`id` then names the pack; consumers still get the
+    /// events one by one); by default a message each.
+    async fn send_pack(
+        &self,
+        subject: &str,
+        id: &str,
+        events: Vec<(String, Bytes)>,
+    ) -> Result<Stored, BusError> {
+        let _ = id;
+        send_each(self, subject, events).await
+    }
     /// A durable subscription of `consumer` to `subjects` (NATS wildcards allowed).
     fn subscribe(&self, consumer: &str, subjects: Vec<String>)
     -> mpsc::UnboundedReceiver<Delivery>;
-    /// Events stored for `consumer` (subscribed to `subjects`) and not yet acked: waiting to
-    /// be delivered, or delivered and not done. A projection's lag, in events.
+    /// Messages stored for `consumer` (subscribed to `subjects`) and not yet acked: waiting
+    /// to be delivered, or delivered and not done. A projection's lag, in messages (a pack,
+    /// see the module docs, counts once).
     async fn pending(&self, consumer: &str, subjects: &[String]) -> Result<u64, BusError>;
     /// Whether the bus answers right now (for readiness).
     fn is_connected(&self) -> bool;
@@ -109,14 +185,34 @@ pub trait EventBus: Send + Sync + 'static {
 
 pub type Bus = Arc<dyn EventBus>;
 
+/// Sends `events` of `subject` a message each; stored once all are.
+async fn send_each<B: EventBus + ?Sized>(
+    bus: &B,
+    subject: &str,
+    events: Vec<(String, Bytes)>,
+) -> Result<Stored, BusError> {
+    let mut stored = Vec::with_capacity(events.len());
+    for (id, payload) in events {
+        stored.push(bus.send(subject, &id, payload).await?);
+    }
+    Ok(Box::pin(async move {
+        for one in stored {
+            one.await?;
+        }
+        Ok(())
+    }))
+}
+
 /// A message handed to the bus ([`EventBus::send`]): resolves once the bus has stored it.
 pub type Stored = futures::future::BoxFuture<'static, Result<(), BusError>>;
 
-/// `OBA_BUS_URL` (`nats://host:4222`; unset: in-process) and `OBA_BUS_NAMESPACE`.
+/// `OBA_BUS_URL` (`nats://host:4222`; unset: in-process), `OBA_BUS_NAMESPACE` and
+/// `OBA_BUS_PACKS` (whether a relay round's events of one type go as one NATS message).
 #[derive(Debug, Clone)]
 pub struct BusConfig {
     pub url: Option<Setting<String>>,
     pub namespace: Setting<String>,
+    pub packs: Setting<bool>,
 }
 
 impl BusConfig {
@@ -124,6 +220,7 @@ impl BusConfig {
         Self {
             url: env.optional("OBA_BUS_URL"),
             namespace: env.parsed("OBA_BUS_NAMESPACE", "oba".to_owned()),
+            packs: env.parsed("OBA_BUS_PACKS", true),
         }
     }
 
@@ -131,7 +228,9 @@ impl BusConfig {
     pub async fn connect(&self, in_process: Option<Bus>) -> Result<Bus, ConfigError> {
         match (&self.url, in_process) {
             (Some(url), _) => Ok(Arc::new(
-                NatsBus::connect(url, &self.namespace.value).await?,
+                NatsBus::connect(url, &self.namespace.value)
+                    .await?
+                    .packing(self.packs.value),
             )),
             (None, Some(bus)) => Ok(bus),
             (None, None) => Err(ConfigError::single(
@@ -286,6 +385,8 @@ pub struct NatsBus {
     /// Whether the stream is known to exist: made sure of once, not on every publish (a
     /// round trip to the server each), and again after a publish failed.
     stream_ready: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether several events go as one [`EventPack`] (`OBA_BUS_PACKS`).
+    packs: bool,
 }
 
 impl NatsBus {
@@ -304,7 +405,49 @@ impl NatsBus {
             jetstream,
             namespace: namespace.to_owned(),
             stream_ready: Default::default(),
+            packs: true,
         })
+    }
+
+    /// With `packs` false, every event goes as a message of its own, as before packs: for
+    /// a rollout while consumers of an older version still run.
+    pub fn packing(self, packs: bool) -> Self {
+        Self { packs, ..self }
+    }
+
+    /// Hands a message (a pack of `pack` events, or one event) to JetStream.
+    async fn store(
+        &self,
+        subject: &str,
+        id: &str,
+        pack: Option<usize>,
+        payload: Bytes,
+    ) -> Result<Stored, BusError> {
+        if !self.stream_ready.load(Ordering::Relaxed) {
+            Self::stream(&self.jetstream, &self.namespace).await?;
+            self.stream_ready.store(true, Ordering::Relaxed);
+        }
+        // JetStream drops a message whose id it stored within its duplicate window (2 min):
+        // an event published again after a relay crashed before marking it sent.
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id);
+        if let Some(count) = pack {
+            headers.insert(PACK_HEADER, count.to_string().as_str());
+        }
+        // The stream may be gone (a server that lost its store): make sure of it next time.
+        let stream_ready = self.stream_ready.clone();
+        let failed = move |e: String| {
+            stream_ready.store(false, Ordering::Relaxed);
+            BusError(e)
+        };
+        let ack = self
+            .jetstream
+            .publish_with_headers(subject.to_owned(), headers, payload)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(Box::pin(async move {
+            ack.await.map(drop).map_err(|e| failed(e.to_string()))
+        }))
     }
 
     async fn stream(
@@ -389,14 +532,19 @@ impl NatsBus {
         while let Some(message) = messages.next().await {
             let message = message.map_err(|e| BusError(e.to_string()))?;
             let redelivered = message.info().map(|i| i.delivered > 1).unwrap_or(false);
-            let delivery = Delivery {
-                subject: message.subject.to_string(),
-                payload: message.payload.clone(),
-                redelivered,
-                ack: Ack::Nats(Box::new(message)),
-            };
-            if queue.send(delivery).is_err() {
-                return Ok(());
+            let subject = message.subject.to_string();
+            let events = events_of(message.headers.as_ref(), &message.payload);
+            let ack = NatsAck::new(message, events.len());
+            for payload in events {
+                let delivery = Delivery {
+                    subject: subject.clone(),
+                    payload,
+                    redelivered,
+                    ack: Ack::Nats(ack.clone()),
+                };
+                if queue.send(delivery).is_err() {
+                    return Ok(());
+                }
             }
         }
         Err(BusError("message stream ended".into()))
@@ -406,28 +554,24 @@ impl NatsBus {
 #[tonic::async_trait]
 impl EventBus for NatsBus {
     async fn send(&self, subject: &str, id: &str, payload: Bytes) -> Result<Stored, BusError> {
-        if !self.stream_ready.load(Ordering::Relaxed) {
-            Self::stream(&self.jetstream, &self.namespace).await?;
-            self.stream_ready.store(true, Ordering::Relaxed);
+        self.store(subject, id, None, payload).await
+    }
+
+    async fn send_pack(
+        &self,
+        subject: &str,
+        id: &str,
+        events: Vec<(String, Bytes)>,
+    ) -> Result<Stored, BusError> {
+        if !self.packs {
+            return send_each(self, subject, events).await;
         }
-        // JetStream drops a message whose id it stored within its duplicate window (2 min):
-        // an event published again after a relay crashed before marking it sent.
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", id);
-        // The stream may be gone (a server that lost its store): make sure of it next time.
-        let stream_ready = self.stream_ready.clone();
-        let failed = move |e: String| {
-            stream_ready.store(false, Ordering::Relaxed);
-            BusError(e)
+        let count = events.len();
+        let pack = EventPack {
+            envelopes: events.into_iter().map(|(_, e)| e.to_vec()).collect(),
         };
-        let ack = self
-            .jetstream
-            .publish_with_headers(subject.to_owned(), headers, payload)
+        self.store(subject, id, Some(count), pack.encode_to_vec().into())
             .await
-            .map_err(|e| failed(e.to_string()))?;
-        Ok(Box::pin(async move {
-            ack.await.map(drop).map_err(|e| failed(e.to_string()))
-        }))
     }
 
     fn subscribe(
@@ -517,8 +661,10 @@ impl EventBus for NatsBus {
                 match client.subscribe(subject.clone()).await {
                     Ok(mut messages) => {
                         while let Some(message) = messages.next().await {
-                            if tx.send(message.payload).is_err() {
-                                return;
+                            for event in events_of(message.headers.as_ref(), &message.payload) {
+                                if tx.send(event).is_err() {
+                                    return;
+                                }
                             }
                         }
                     }

@@ -381,8 +381,8 @@ fn waiting(
 /// How often the consumer's lag is read from the bus.
 const LAG_EVERY: Duration = Duration::from_secs(1);
 
-/// Keeps the gauge `events_pending` (the consumer's lag: events stored for it and not yet
-/// acked) up to date until shutdown. On a clock of its own: a busy or stuck consumer is
+/// Keeps the gauge `events_pending` (the consumer's lag: messages stored for it and not
+/// yet acked, a pack counting once) up to date until shutdown. On a clock of its own: a busy or stuck consumer is
 /// exactly when its lag must still be seen.
 pub async fn report_lag(
     bus: Bus,
@@ -394,7 +394,7 @@ pub async fn report_lag(
     let lag = Gauge::<i64>::default();
     metrics.register(
         "events_pending",
-        "Events stored for this service's consumer and not yet applied (its lag)",
+        "Messages (an event or a pack of events) stored for this service's consumer and not yet applied (its lag)",
         lag.clone(),
     );
     let mut ticks = Ticks::every(LAG_EVERY);

@@ -17,12 +17,14 @@
 //! (JetStream's `Nats-Msg-Id` duplicate window). SQLite has one process, so no lock.
 //!
 //! Under load a round starts at most every [`RELAY_GATHER`], so that it publishes the events
-//! of those milliseconds in one transaction instead of a commit each.
+//! of those milliseconds in one transaction instead of a commit each, and on NATS as one
+//! message per event type (a pack, see `crate::bus`) instead of one per event.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::Utc;
 use oba_proto::event::v1::Envelope;
 use prometheus_client::metrics::counter::Counter;
@@ -266,6 +268,20 @@ async fn vacuum(db: &DatabaseConnection) -> Result<(), DbErr> {
     Ok(())
 }
 
+/// A batch's rows grouped by event type, each group oldest first, the groups in the order
+/// of their first rows. Events of one type keep their order; of different types they may
+/// swap, which every consumer allows (NATS 2.9 gives each subject a consumer of its own).
+fn by_type(rows: Vec<entity::Model>) -> Vec<(String, Vec<entity::Model>)> {
+    let mut groups: Vec<(String, Vec<entity::Model>)> = Vec::new();
+    for row in rows {
+        match groups.iter_mut().find(|(t, _)| *t == row.event_type) {
+            Some((_, group)) => group.push(row),
+            None => groups.push((row.event_type.clone(), vec![row])),
+        }
+    }
+    groups
+}
+
 /// Outbox and event metrics of one service.
 #[derive(Clone, Default)]
 struct OutboxMetrics {
@@ -403,49 +419,35 @@ impl Relay {
             return Ok(false);
         }
         let full = rows.len() as u64 == BATCH;
-        // Every row is handed to the bus first, then the relay waits for the bus to have
+        // Every message is handed to the bus first, then the relay waits for the bus to have
         // stored them, in order: one wait per batch instead of a round trip per event.
-        let mut sent = Vec::with_capacity(rows.len());
+        let mut sent = Vec::new();
         let mut failure = None;
-        for row in rows {
-            let subject = format!("{}.{}", self.namespace, row.event_type);
-            let cause = crate::trace::spans_on()
-                .then(|| Envelope::decode(row.envelope.as_slice()).ok())
-                .flatten()
-                .and_then(|envelope| envelope.trace_context.get(crate::trace::HEADER).cloned());
-            let id = row.id.to_string();
-            let send = self.bus.send(&subject, &id, row.envelope.into());
-            let span = || {
-                tracing::info_span!(
-                    "publish",
-                    otel.name = %format_args!("publish {}", row.event_type),
-                    otel.kind = "producer",
-                    messaging.system = "nats",
-                    messaging.destination.name = %subject,
-                )
-            };
-            match crate::trace::follow_on(cause, span, send).await {
-                Ok(stored) => sent.push((row.id, row.event_type, stored)),
+        for (event_type, rows) in by_type(rows) {
+            let subject = format!("{}.{}", self.namespace, event_type);
+            let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
+            match self.send(&subject, &event_type, rows).await {
+                Ok(stored) => sent.push((ids, event_type, stored)),
                 Err(e) => {
                     failure = Some(e.to_string());
                     break;
                 }
             }
         }
-        // Stored up to the first failure; a row after it may be stored too, and is then
+        // Stored up to the first failure; a message after it may be stored too, and is then
         // dropped by id when it is published again.
         let mut published = Vec::with_capacity(sent.len());
-        for (id, event_type, stored) in sent {
+        for (ids, event_type, stored) in sent {
             if let Err(e) = stored.await {
                 failure = Some(e.to_string());
                 break;
             }
-            published.push((id, event_type));
+            published.push((ids, event_type));
         }
         // What was published is deleted even when the bus failed midway: one statement.
         if !published.is_empty() {
             OutboxRows::delete_many()
-                .filter(Column::Id.is_in(published.iter().map(|(id, _)| *id)))
+                .filter(Column::Id.is_in(published.iter().flat_map(|(ids, _)| ids.clone())))
                 .exec(&txn)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -454,16 +456,62 @@ impl Relay {
         if !published.is_empty() {
             self.published_since_vacuum.store(true, Ordering::Relaxed);
         }
-        for (_, event_type) in published {
+        for (ids, event_type) in published {
             self.metrics
                 .published
                 .get_or_create(&EventTypeLabel { event_type })
-                .inc();
+                .inc_by(ids.len() as u64);
         }
         match failure {
             Some(e) => Err(e),
             None => Ok(full),
         }
+    }
+
+    /// Hands `rows` (events of one type, oldest first) to the bus: one event as itself,
+    /// several as one pack, named by its first and last event ids and its count, so that a
+    /// pack published again after a crash is the same pack, and dropped as a repeat.
+    async fn send(
+        &self,
+        subject: &str,
+        event_type: &str,
+        rows: Vec<entity::Model>,
+    ) -> Result<crate::bus::Stored, crate::bus::BusError> {
+        let id = match rows.as_slice() {
+            [one] => one.id.to_string(),
+            [first, .., last] => format!("{}..{}/{}", first.id, last.id, rows.len()),
+            [] => return Ok(Box::pin(std::future::ready(Ok(())))),
+        };
+        let span = || {
+            tracing::info_span!(
+                "publish",
+                otel.name = %format_args!("publish {event_type}"),
+                otel.kind = "producer",
+                messaging.system = "nats",
+                messaging.destination.name = %subject,
+            )
+        };
+        let cause_of = |row: &entity::Model| {
+            crate::trace::spans_on()
+                .then(|| Envelope::decode(row.envelope.as_slice()).ok())
+                .flatten()
+                .and_then(|envelope| envelope.trace_context.get(crate::trace::HEADER).cloned())
+        };
+        let rows = match <[entity::Model; 1]>::try_from(rows) {
+            Ok([row]) => {
+                let cause = cause_of(&row);
+                let send = self.bus.send(subject, &id, row.envelope.into());
+                return crate::trace::follow_on(cause, span, send).await;
+            }
+            Err(rows) => rows,
+        };
+        let mut events = Vec::with_capacity(rows.len());
+        for row in rows {
+            // Each event's trace shows it handed to the bus in a pack (the span of a moment).
+            crate::trace::follow_on(cause_of(&row), span, async {}).await;
+            events.push((row.id.to_string(), Bytes::from(row.envelope)));
+        }
+        self.bus.send_pack(subject, &id, events).await
     }
 
     /// Deletes rows marked published: versions before this one kept them for an hour.
@@ -510,6 +558,36 @@ mod tests {
 
     use sea_orm_migration::MigratorTrait;
 
+    fn row(event_type: &str) -> entity::Model {
+        entity::Model {
+            id: Uuid::now_v7(),
+            event_type: event_type.to_owned(),
+            envelope: Vec::new(),
+            created_at: Utc::now(),
+            published_at: None,
+        }
+    }
+
+    #[test]
+    fn a_batch_is_grouped_by_type_each_in_the_order_written() {
+        let rows: Vec<entity::Model> = ["post.liked", "post.unliked", "post.liked", "post.liked"]
+            .into_iter()
+            .map(row)
+            .collect();
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+        let groups: Vec<(String, Vec<Uuid>)> = by_type(rows)
+            .into_iter()
+            .map(|(t, rows)| (t, rows.iter().map(|r| r.id).collect()))
+            .collect();
+        assert_eq!(
+            groups,
+            [
+                ("post.liked".to_owned(), vec![ids[0], ids[2], ids[3]]),
+                ("post.unliked".to_owned(), vec![ids[1]]),
+            ]
+        );
+    }
+
     async fn relay_on_sqlite(dir: &tempfile::TempDir) -> (Relay, Arc<InProcessBus>) {
         let config = DbConfig::sqlite_file("OBA_DATABASE_URL", &dir.path().join("o.db"));
         let db = connect_and_migrate::<OutboxOnly>(&config)
@@ -535,11 +613,16 @@ mod tests {
 
     /// Adds `count` post.liked events to the relay's outbox, the n-th about post `n`.
     async fn enqueue_liked(relay: &Relay, count: u8) {
+        enqueue(relay, &vec!["post.liked"; count.into()]).await;
+    }
+
+    /// Enqueues an event of each of `types`, its aggregate id its position.
+    async fn enqueue(relay: &Relay, types: &[&'static str]) {
         let txn = relay.db.begin().await.expect("begin");
-        for n in 0..count {
+        for (n, event_type) in (0u8..).zip(types) {
             relay
                 .outbox
-                .enqueue(&txn, "post.liked", n, &event(n))
+                .enqueue(&txn, event_type, n, &event(n))
                 .await
                 .expect("enqueue");
         }
@@ -621,8 +704,10 @@ mod tests {
         }
     }
 
+    /// A relay round sends a message per event type; on this bus (no packs of its own) a
+    /// pack is its events sent one by one, stored only if all are.
     #[tokio::test]
-    async fn rows_sent_after_one_the_bus_did_not_store_stay_and_go_again_in_order() {
+    async fn messages_sent_after_one_the_bus_did_not_store_stay_and_go_again_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (relay, _) = relay_on_sqlite(&dir).await;
         let bus = Arc::new(StoreFailingOnce {
@@ -633,18 +718,26 @@ mod tests {
             bus: bus.clone(),
             ..relay
         };
-        enqueue_liked(&relay, 5).await;
+        let types = [
+            "post.liked",
+            "post.unliked",
+            "post.liked",
+            "post.viewed",
+            "post.viewed",
+        ];
+        enqueue(&relay, &types).await;
 
-        // All five are sent before any is known stored; the third is not stored.
+        // Three messages (liked 0 and 2, unliked 1, viewed 3 and 4) are sent before any is
+        // known stored; the third event sent, unliked 1, is not stored.
         assert!(relay.publish_pending().await.is_err());
-        assert_eq!(*bus.stored.lock().expect("stored"), ["0", "1"]);
+        assert_eq!(*bus.stored.lock().expect("stored"), ["0", "2"]);
         let left = OutboxRows::find().count(&relay.db).await.expect("count");
-        assert_eq!(left, 3, "the rows from the first one not stored stay");
+        assert_eq!(left, 3, "the rows from the first message not stored stay");
 
         relay.publish_pending().await.expect("publish again");
         assert_eq!(
             *bus.stored.lock().expect("stored"),
-            ["0", "1", "2", "3", "4"]
+            ["0", "2", "1", "3", "4"]
         );
         let left = OutboxRows::find().count(&relay.db).await.expect("count");
         assert_eq!(left, 0);

@@ -1,6 +1,8 @@
 //! Events with N replicas, on the real NATS JetStream and PostgreSQL of this machine: two
-//! relays sharing one outbox publish each row once, a publish repeated after a crash is
-//! dropped by event id, a consumer receives only its own subjects, whatever the server
+//! relays sharing one outbox publish each row once, a round's events of one type as one
+//! pack that consumers and listeners get event by event, a publish repeated after a crash is
+//! dropped by its id, a pack is acked when all its events are and comes again whole when
+//! one is nak'd, a consumer receives only its own subjects, whatever the server
 //! version (NATS 2.9 ignores `filter_subjects`), and its lag counts what it has not acked.
 //! And likes written together by two replicas, each with several writers, count once, a
 //! batch written as one PostgreSQL statement tells only what changed, and two rank-service
@@ -83,6 +85,10 @@ async fn bus(namespace: &str) -> Bus {
     ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
 )]
 async fn two_relays_on_one_outbox_publish_each_event_once() {
+    use oba_proto::event::v1::Envelope;
+    use prost::Message;
+    use sea_orm::{EntityTrait, QueryOrder};
+
     let database = TestDatabase::create("oba_relay_").await;
     let config = database.config(5);
     let writer = db::connect_and_migrate::<OutboxOnly>(&config)
@@ -90,30 +96,34 @@ async fn two_relays_on_one_outbox_publish_each_event_once() {
         .expect("migrate");
     let outbox = Outbox::default();
     const EVENTS: usize = 300;
-    for _ in 0..EVENTS {
+    const TYPES: [&str; 3] = ["post.viewed", "post.liked", "comment.added"];
+    for i in 0..EVENTS {
         let event = oba_proto::event::v1::PostViewed {
             post_id: uuid::Uuid::now_v7().to_string(),
             count: 1,
         };
         outbox
-            .enqueue(&writer, "post.viewed", &event.post_id, &event)
+            .enqueue(&writer, TYPES[i % TYPES.len()], &event.post_id, &event)
             .await
             .expect("enqueue");
     }
-
-    // The first row, as a relay that crashes before its commit would publish it again.
-    let row = {
-        use sea_orm::{EntityTrait, QueryOrder};
-        oba_kit::outbox::entity::Entity::find()
-            .order_by_asc(oba_kit::outbox::entity::Column::Id)
-            .one(&writer)
-            .await
-            .expect("query")
-            .expect("a row")
-    };
+    // Every row, as a relay that crashes before its commit would publish them again.
+    let rows = oba_kit::outbox::entity::Entity::find()
+        .order_by_asc(oba_kit::outbox::entity::Column::Id)
+        .all(&writer)
+        .await
+        .expect("query");
+    let written: Vec<(String, String)> = rows
+        .iter()
+        .map(|row| (row.event_type.clone(), row.id.to_string()))
+        .collect();
 
     // Two replicas: each its own connection pool and relay, one outbox table.
     let namespace = unique("relay");
+    let observer = bus(&namespace).await;
+    let mut deliveries = observer.subscribe("all", vec![format!("{namespace}.>")]);
+    let mut heard = observer.listen(&format!("{namespace}.>"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let shutdown = CancellationToken::new();
     let mut relays = Vec::new();
     for replica in ["a", "b"] {
@@ -129,26 +139,67 @@ async fn two_relays_on_one_outbox_publish_each_event_once() {
         );
         relays.push(tokio::spawn(relay.run(shutdown.clone())));
     }
+
+    // The consumer gets every event once, each type in the order written; so does a listener.
+    let event_of = |payload: &Bytes| {
+        let envelope = Envelope::decode(payload.clone()).expect("an envelope");
+        (envelope.r#type, envelope.id)
+    };
+    let mut consumed = Vec::new();
+    while consumed.len() < EVENTS {
+        let delivery = tokio::time::timeout(Duration::from_secs(30), deliveries.recv())
+            .await
+            .expect("every event in time")
+            .expect("a delivery");
+        consumed.push(event_of(&delivery.payload));
+        delivery.ack().await.expect("ack");
+    }
+    let mut listened = Vec::new();
+    while listened.len() < EVENTS {
+        let payload = tokio::time::timeout(Duration::from_secs(5), heard.recv())
+            .await
+            .expect("every event heard in time")
+            .expect("an event");
+        listened.push(event_of(&payload));
+    }
+    let per_type = |events: &[(String, String)], of: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|(t, _)| t == of)
+            .map(|(_, id)| id.clone())
+            .collect()
+    };
+    for of in TYPES {
+        assert_eq!(per_type(&consumed, of), per_type(&written, of), "{of}");
+        assert_eq!(per_type(&listened, of), per_type(&written, of), "{of}");
+    }
+    // A round's events of one type travel as one message.
+    let messages = stream_messages(&namespace).await;
+    assert!(
+        messages < EVENTS as u64 / 10,
+        "{messages} messages for {EVENTS} events"
+    );
+
+    // Relays that crashed after publishing but before deleting their rows publish the same
+    // rows again: the stream drops each repeat by its id, and nothing comes again.
+    oba_kit::outbox::entity::Entity::insert_many(
+        rows.into_iter()
+            .map(oba_kit::outbox::entity::ActiveModel::from),
+    )
+    .exec_without_returning(&writer)
+    .await
+    .expect("the rows again");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while stream_messages_or_zero(&namespace).await < EVENTS as u64 && Instant::now() < deadline {
+    while !outbox_event_types(&writer).await.is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Both relays keep running a while: nothing more may appear.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(stream_messages(&namespace).await, EVENTS as u64);
-
-    // A relay that crashed after publishing but before deleting the row publishes the
-    // same event again: the stream drops it by its id.
-    bus(&namespace)
-        .await
-        .publish(
-            &format!("{namespace}.post.viewed"),
-            &row.id.to_string(),
-            Bytes::from(row.envelope),
-        )
-        .await
-        .expect("publish again");
-    assert_eq!(stream_messages(&namespace).await, EVENTS as u64);
+    assert!(
+        outbox_event_types(&writer).await.is_empty(),
+        "published again"
+    );
+    assert_eq!(stream_messages(&namespace).await, messages);
+    let again = tokio::time::timeout(Duration::from_secs(2), deliveries.recv()).await;
+    assert!(again.is_err(), "a repeat was delivered");
 
     shutdown.cancel();
     for relay in relays {
@@ -158,13 +209,121 @@ async fn two_relays_on_one_outbox_publish_each_event_once() {
     delete_stream(&namespace).await;
 }
 
-async fn stream_messages_or_zero(namespace: &str) -> u64 {
-    let client = async_nats::connect(nats_url()).await.expect("nats");
-    let jetstream = async_nats::jetstream::new(client);
-    match jetstream.get_stream(namespace).await {
-        Ok(mut stream) => stream.info().await.map_or(0, |i| i.state.messages),
-        Err(_) => 0,
+#[tokio::test]
+#[cfg_attr(
+    not(oba_test_postgres),
+    ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
+)]
+async fn a_pack_is_acked_once_all_its_events_are_and_comes_again_whole_when_one_is_nakd() {
+    let namespace = unique("pack");
+    let bus = bus(&namespace).await;
+    let subjects = vec![format!("{namespace}.post.liked")];
+    let mut deliveries = bus.subscribe("rank", subjects.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events: Vec<(String, Bytes)> = ["a", "b", "c"]
+        .iter()
+        .map(|p| {
+            (
+                uuid::Uuid::now_v7().to_string(),
+                Bytes::from_static(p.as_bytes()),
+            )
+        })
+        .collect();
+    bus.send_pack(&subjects[0], "pack-1", events)
+        .await
+        .expect("send")
+        .await
+        .expect("stored");
+    let lag = || async { bus.pending("rank", &subjects).await.expect("lag") };
+
+    // The events one by one, in order; two acked and one nak'd: all three come again.
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        first.push(next_delivery(&mut deliveries).await);
     }
+    let payloads: Vec<&[u8]> = first.iter().map(|d| d.payload.as_ref()).collect();
+    assert_eq!(payloads, [b"a", b"b", b"c"]);
+    assert!(first.iter().all(|d| !d.redelivered));
+    let mut first = first.into_iter();
+    first.next().expect("a").ack().await.expect("ack");
+    first
+        .next()
+        .expect("b")
+        .nak(Duration::ZERO)
+        .await
+        .expect("nak");
+    first.next().expect("c").ack().await.expect("ack");
+    let mut again = Vec::new();
+    for _ in 0..3 {
+        again.push(next_delivery(&mut deliveries).await);
+    }
+    let payloads: Vec<&[u8]> = again.iter().map(|d| d.payload.as_ref()).collect();
+    assert_eq!(payloads, [b"a", b"b", b"c"]);
+    assert!(again.iter().all(|d| d.redelivered));
+
+    // Not acked while one event of it is not; acked, and gone, once all are.
+    let mut again = again.into_iter();
+    again.next().expect("a").ack().await.expect("ack");
+    again.next().expect("b").ack().await.expect("ack");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(lag().await, 1, "the pack waits for its last event");
+    again.next().expect("c").ack().await.expect("ack");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lag().await != 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(lag().await, 0);
+    let more = tokio::time::timeout(Duration::from_secs(2), deliveries.recv()).await;
+    assert!(more.is_err(), "nothing more is delivered");
+    delete_stream(&namespace).await;
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(oba_test_postgres),
+    ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
+)]
+async fn with_packs_off_each_event_is_a_message_of_its_own() {
+    let namespace = unique("nopack");
+    let bus: Bus = std::sync::Arc::new(
+        NatsBus::connect(&Setting::new("OBA_BUS_URL", nats_url()), &namespace)
+            .await
+            .expect("bus")
+            .packing(false),
+    );
+    let subject = format!("{namespace}.post.liked");
+    let mut deliveries = bus.subscribe("rank", vec![subject.clone()]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events: Vec<(String, Bytes)> = ["a", "b", "c"]
+        .iter()
+        .map(|p| {
+            (
+                uuid::Uuid::now_v7().to_string(),
+                Bytes::from_static(p.as_bytes()),
+            )
+        })
+        .collect();
+    bus.send_pack(&subject, "pack-1", events)
+        .await
+        .expect("send")
+        .await
+        .expect("stored");
+    assert_eq!(stream_messages(&namespace).await, 3);
+    for expected in [b"a", b"b", b"c"] {
+        let delivery = next_delivery(&mut deliveries).await;
+        assert_eq!(delivery.payload.as_ref(), expected);
+        delivery.ack().await.expect("ack");
+    }
+    delete_stream(&namespace).await;
+}
+
+async fn next_delivery(
+    deliveries: &mut tokio::sync::mpsc::UnboundedReceiver<oba_kit::bus::Delivery>,
+) -> oba_kit::bus::Delivery {
+    tokio::time::timeout(Duration::from_secs(5), deliveries.recv())
+        .await
+        .expect("a delivery in time")
+        .expect("a delivery")
 }
 
 /// The types of the events in `db`'s outbox, oldest first.
