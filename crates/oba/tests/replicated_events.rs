@@ -220,20 +220,7 @@ async fn a_pack_is_acked_once_all_its_events_are_and_comes_again_whole_when_one_
     let subjects = vec![format!("{namespace}.post.liked")];
     let mut deliveries = bus.subscribe("rank", subjects.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let events: Vec<(String, Bytes)> = ["a", "b", "c"]
-        .iter()
-        .map(|p| {
-            (
-                uuid::Uuid::now_v7().to_string(),
-                Bytes::from_static(p.as_bytes()),
-            )
-        })
-        .collect();
-    bus.send_pack(&subjects[0], "pack-1", events)
-        .await
-        .expect("send")
-        .await
-        .expect("stored");
+    send_pack_abc(&bus, &subjects[0]).await;
     let lag = || async { bus.pending("rank", &subjects).await.expect("lag") };
 
     // The events one by one, in order; two acked and one nak'd: all three come again.
@@ -294,6 +281,18 @@ async fn with_packs_off_each_event_is_a_message_of_its_own() {
     let subject = format!("{namespace}.post.liked");
     let mut deliveries = bus.subscribe("rank", vec![subject.clone()]);
     tokio::time::sleep(Duration::from_millis(500)).await;
+    send_pack_abc(&bus, &subject).await;
+    assert_eq!(stream_messages(&namespace).await, 3);
+    for expected in [b"a", b"b", b"c"] {
+        let delivery = next_delivery(&mut deliveries).await;
+        assert_eq!(delivery.payload.as_ref(), expected);
+        delivery.ack().await.expect("ack");
+    }
+    delete_stream(&namespace).await;
+}
+
+/// Sends the events `a`, `b` and `c` of `subject` as one pack, and waits until stored.
+async fn send_pack_abc(bus: &Bus, subject: &str) {
     let events: Vec<(String, Bytes)> = ["a", "b", "c"]
         .iter()
         .map(|p| {
@@ -303,18 +302,11 @@ async fn with_packs_off_each_event_is_a_message_of_its_own() {
             )
         })
         .collect();
-    bus.send_pack(&subject, "pack-1", events)
+    bus.send_pack(subject, "pack-1", events)
         .await
         .expect("send")
         .await
         .expect("stored");
-    assert_eq!(stream_messages(&namespace).await, 3);
-    for expected in [b"a", b"b", b"c"] {
-        let delivery = next_delivery(&mut deliveries).await;
-        assert_eq!(delivery.payload.as_ref(), expected);
-        delivery.ack().await.expect("ack");
-    }
-    delete_stream(&namespace).await;
 }
 
 async fn next_delivery(
