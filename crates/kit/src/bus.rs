@@ -9,8 +9,10 @@
 //! message, an [`EventPack`] (header [`PACK_HEADER`]): the stream, its deliveries and acks
 //! are per message, and they were most of NATS's cost per event. Consumers and listeners
 //! get the pack's events one by one; a pack is acked when all its events are, and nak'd
-//! (every event of it comes again, the applied ones as duplicates) as soon as one is. Subscribing never fails: a consumer whose bus is down keeps
-//! retrying in the background, and deliveries arrive on its channel once the bus is back.
+//! (every event of it comes again, the applied ones as duplicates) as soon as one is.
+//!
+//! Subscribing never fails: a consumer whose bus is down keeps retrying in the background,
+//! and deliveries arrive on its channel once the bus is back.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -447,7 +447,7 @@ impl Relay {
         // What was published is deleted even when the bus failed midway: one statement.
         if !published.is_empty() {
             OutboxRows::delete_many()
-                .filter(Column::Id.is_in(published.iter().flat_map(|(ids, _)| ids.clone())))
+                .filter(Column::Id.is_in(published.iter().flat_map(|(ids, _)| ids.iter().copied())))
                 .exec(&txn)
                 .await
                 .map_err(|e| e.to_string())?;

@@ -59,12 +59,14 @@ impl Projection for NotificationProjection {
                 let following = event.r#type == "user.followed";
                 let version = parse_id("id", &event.id)?;
                 storage::set_following(txn, follower, followee, following, version).await?;
-                // A follow happened even if a later unfollow was applied first: it notifies.
-                following
-                    .then(|| about_someone_else(Some(followee), follower, Kind::Followed, None))
-                    .flatten()
-                    .into_iter()
-                    .collect()
+                if following {
+                    // A follow happened even if a later unfollow was applied first: it notifies.
+                    about_someone_else(Some(followee), follower, Kind::Followed, None)
+                        .into_iter()
+                        .collect()
+                } else {
+                    Vec::new()
+                }
             }
             "comment.added" => {
                 let e: CommentChanged = decode(event)?;

@@ -43,19 +43,39 @@ use entity::{ActiveModel, Column, Entity as RankPosts};
 /// How far back trending looks; older posts have decayed to nothing anyway.
 const WINDOW_DAYS: i64 = 30;
 
-async fn ensure_row(db: &impl ConnectionTrait, post_id: Uuid) -> Result<(), DbErr> {
+/// Sets one column of a post's row in ONE statement, making the row (counters at zero) if
+/// the post was not seen yet: `post.created` and `post.deleted` may come before or after
+/// the post's other events.
+async fn upsert_column(
+    db: &impl ConnectionTrait,
+    post_id: Uuid,
+    column: Column,
+    row: ActiveModel,
+) -> Result<(), DbErr> {
     RankPosts::insert(ActiveModel {
         post_id: Set(post_id),
+        ..row
+    })
+    .on_conflict(
+        OnConflict::column(Column::PostId)
+            .update_column(column)
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// A post's row as first seen: no creation time yet, counters at zero, not deleted.
+fn new_row() -> ActiveModel {
+    ActiveModel {
+        post_id: sea_orm::ActiveValue::NotSet,
         created_at: Set(None),
         likes: Set(0),
         comments: Set(0),
         views: Set(0),
         deleted: Set(false),
-    })
-    .on_conflict(OnConflict::column(Column::PostId).do_nothing().to_owned())
-    .exec_without_returning(db)
-    .await?;
-    Ok(())
+    }
 }
 
 #[tracing::instrument(name = "db", skip_all, fields(otel.name = "rank-service/post_created", otel.kind = "client"))]
@@ -64,24 +84,20 @@ pub async fn post_created(
     post_id: Uuid,
     at: DateTime<Utc>,
 ) -> Result<(), DbErr> {
-    ensure_row(db, post_id).await?;
-    RankPosts::update_many()
-        .col_expr(Column::CreatedAt, Expr::value(at))
-        .filter(Column::PostId.eq(post_id))
-        .exec(db)
-        .await?;
-    Ok(())
+    let row = ActiveModel {
+        created_at: Set(Some(at)),
+        ..new_row()
+    };
+    upsert_column(db, post_id, Column::CreatedAt, row).await
 }
 
 #[tracing::instrument(name = "db", skip_all, fields(otel.name = "rank-service/post_deleted", otel.kind = "client"))]
 pub async fn post_deleted(db: &impl ConnectionTrait, post_id: Uuid) -> Result<(), DbErr> {
-    ensure_row(db, post_id).await?;
-    RankPosts::update_many()
-        .col_expr(Column::Deleted, Expr::value(true))
-        .filter(Column::PostId.eq(post_id))
-        .exec(db)
-        .await?;
-    Ok(())
+    let row = ActiveModel {
+        deleted: Set(true),
+        ..new_row()
+    };
+    upsert_column(db, post_id, Column::Deleted, row).await
 }
 
 /// Adds a batch's counter changes, one row per post, in ONE statement: atomic per row (safe
