@@ -19,7 +19,7 @@ use oba_kit::bus::{Bus, NatsBus};
 use oba_kit::config::Setting;
 use oba_kit::db;
 use oba_kit::metrics::Metrics;
-use oba_kit::outbox::{CreateOutbox, Outbox, Relay};
+use oba_kit::outbox::{CreateOutbox, DropPendingIndex, Outbox, Relay};
 use oba_kit::shutdown::CancellationToken;
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
@@ -31,7 +31,7 @@ struct OutboxOnly;
 
 impl MigratorTrait for OutboxOnly {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateOutbox)]
+        vec![Box::new(CreateOutbox), Box::new(DropPendingIndex)]
     }
 }
 
@@ -692,4 +692,51 @@ async fn ids_of_events_applied_long_ago_are_pruned_in_chunks_on_postgresql() {
     assert_eq!(left.len(), 5);
     assert!(left.iter().all(|row| row.processed_at > cutoff));
     db.close().await.expect("close");
+}
+
+/// The indexes on the outbox of the database `db`, by name.
+async fn outbox_indexes(db: &sea_orm::DatabaseConnection) -> Vec<String> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let sql = "SELECT indexname FROM pg_indexes WHERE tablename = 'outbox' ORDER BY indexname";
+    db.query_all_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .expect("indexes")
+        .iter()
+        .map(|row| row.try_get("", "indexname").expect("name"))
+        .collect()
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(oba_test_postgres),
+    ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
+)]
+async fn every_publishing_service_indexes_its_outbox_by_key_only() {
+    // Each event then pays one B-tree insert, and the relay still finds the oldest first.
+    async fn indexes_after<M: MigratorTrait>(prefix: &str) -> Vec<String> {
+        let database = TestDatabase::create(prefix).await;
+        let db = db::connect_and_migrate::<M>(&database.config(2))
+            .await
+            .expect("migrate");
+        let indexes = outbox_indexes(&db).await;
+        db.close().await.expect("close");
+        indexes
+    }
+    let only_key = ["outbox_pkey".to_owned()];
+    assert_eq!(
+        indexes_after::<user_service::storage::migration::Migrator>("oba_outbox_user_").await,
+        only_key
+    );
+    assert_eq!(
+        indexes_after::<post_service::storage::migration::Migrator>("oba_outbox_post_").await,
+        only_key
+    );
+    assert_eq!(
+        indexes_after::<comment_service::storage::migration::Migrator>("oba_outbox_comment_").await,
+        only_key
+    );
+    assert_eq!(
+        indexes_after::<like_service::storage::migration::Migrator>("oba_outbox_like_").await,
+        only_key
+    );
 }

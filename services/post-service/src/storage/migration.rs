@@ -10,6 +10,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(CreatePosts),
             Box::new(oba_kit::outbox::CreateOutbox),
+            Box::new(oba_kit::outbox::DropPendingIndex),
         ]
     }
 }

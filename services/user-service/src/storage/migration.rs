@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateFollows),
             Box::new(oba_kit::outbox::CreateOutbox),
             Box::new(CreateSignInAttempts),
+            Box::new(oba_kit::outbox::DropPendingIndex),
         ]
     }
 }
