@@ -712,31 +712,27 @@ async fn outbox_indexes(db: &sea_orm::DatabaseConnection) -> Vec<String> {
     ignore = "needs OBA_TEST_DATABASE_URL and OBA_TEST_NATS_URL"
 )]
 async fn every_publishing_service_indexes_its_outbox_by_key_only() {
+    use comment_service::storage::migration::Migrator as Comments;
+    use like_service::storage::migration::Migrator as Likes;
+    use post_service::storage::migration::Migrator as Posts;
+    use user_service::storage::migration::Migrator as Users;
     // Each event then pays one B-tree insert, and the relay still finds the oldest first.
-    async fn indexes_after<M: MigratorTrait>(prefix: &str) -> Vec<String> {
-        let database = TestDatabase::create(prefix).await;
+    async fn indexes_after<M: MigratorTrait>(service: &str) -> (String, Vec<String>) {
+        let database = TestDatabase::create(&format!("oba_outbox_{service}_")).await;
         let db = db::connect_and_migrate::<M>(&database.config(2))
             .await
             .expect("migrate");
         let indexes = outbox_indexes(&db).await;
         db.close().await.expect("close");
-        indexes
+        (format!("{service}-service"), indexes)
     }
-    let only_key = ["outbox_pkey".to_owned()];
-    assert_eq!(
-        indexes_after::<user_service::storage::migration::Migrator>("oba_outbox_user_").await,
-        only_key
-    );
-    assert_eq!(
-        indexes_after::<post_service::storage::migration::Migrator>("oba_outbox_post_").await,
-        only_key
-    );
-    assert_eq!(
-        indexes_after::<comment_service::storage::migration::Migrator>("oba_outbox_comment_").await,
-        only_key
-    );
-    assert_eq!(
-        indexes_after::<like_service::storage::migration::Migrator>("oba_outbox_like_").await,
-        only_key
-    );
+    let outboxes = [
+        indexes_after::<Users>("user").await,
+        indexes_after::<Posts>("post").await,
+        indexes_after::<Comments>("comment").await,
+        indexes_after::<Likes>("like").await,
+    ];
+    for (service, indexes) in outboxes {
+        assert_eq!(indexes, ["outbox_pkey"], "{service}");
+    }
 }
