@@ -4,7 +4,7 @@
 //! dropped by its id, a pack is acked when all its events are and comes again whole when
 //! one is nak'd, a consumer receives only its own subjects, whatever the server
 //! version (NATS 2.9 ignores `filter_subjects`), and its lag counts what it has not acked.
-//! And likes written together by two replicas, each with several writers, count once, a
+//! And likes written together by two replicas, each with its writer, count once, a
 //! batch written as one PostgreSQL statement tells only what changed, and two rank-service
 //! replicas' counter batches over the same posts count every change once. And the ids of
 //! events applied long ago are pruned, in chunks.
@@ -426,8 +426,8 @@ async fn likes_written_together_by_two_replicas_count_once_in_order() {
         .await
         .expect("connect");
     let replicas = [
-        LikeStore::new(first.clone(), Outbox::default(), config.max_connections),
-        LikeStore::new(second, Outbox::default(), config.max_connections),
+        LikeStore::new(first.clone(), Outbox::default()),
+        LikeStore::new(second, Outbox::default()),
     ];
     let like = |post_id, user_id| LikeKey {
         post_id,
@@ -480,13 +480,12 @@ async fn likes_written_together_by_two_replicas_count_once_in_order() {
 )]
 async fn a_batch_of_likes_in_one_postgresql_statement_counts_and_tells_only_changes() {
     use futures::future::join_all;
-    use like_service::storage::{LikeKey, LikeStore, POOL_KEPT, migration::Migrator};
+    use like_service::storage::{LikeKey, LikeStore, migration::Migrator};
     use sea_orm::ConnectionTrait;
 
-    // One writer: what it is handed at once is one batch, one statement.
-    let pool = u32::try_from(POOL_KEPT).expect("pool") + 1;
+    // What the writer is handed at once is one batch, one statement.
     let database = TestDatabase::create("oba_likes_").await;
-    let mut config = database.config(pool);
+    let mut config = database.config(3);
     config.plan_once = true; // as like-service connects
     let db = db::connect_and_migrate::<Migrator>(&config)
         .await
@@ -500,7 +499,7 @@ async fn a_batch_of_likes_in_one_postgresql_statement_counts_and_tells_only_chan
         .expect("show")
         .and_then(|row| row.try_get::<String>("", "plan_cache_mode").ok());
     assert_eq!(plans.as_deref(), Some("force_generic_plan"));
-    let store = LikeStore::new(db.clone(), Outbox::default(), pool);
+    let store = LikeStore::new(db.clone(), Outbox::default());
     let like = |post_id, user_id| LikeKey {
         post_id,
         user_id,

@@ -18,17 +18,13 @@ pub use oba_kit::backends::PostReaderConfig as Config;
 /// Connects and migrates the database, connects the bus, and builds the service.
 pub async fn app(config: &Config, in_process_bus: Option<Bus>) -> Result<ServiceApp, ConfigError> {
     let mut backends = config.backends.clone();
-    // The writers' one statement takes arrays: planned once per connection (see storage).
+    // The writer's one statement takes arrays: planned once per connection (see storage).
     backends.database.plan_once = true;
     let backends = backends
         .connect::<storage::migration::Migrator>(in_process_bus)
         .await?;
     let (app, outbox, posts) = backends.publishing_post_reader(NAME, &config.post_service)?;
-    let store = storage::LikeStore::new(
-        backends.db,
-        outbox,
-        config.backends.database.max_connections,
-    );
+    let store = storage::LikeStore::new(backends.db, outbox);
     let service = grpc::LikeGrpc::new(store, posts);
     Ok(app.grpc(LikeServiceServer::new(service)))
 }

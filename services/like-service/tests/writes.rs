@@ -16,7 +16,7 @@ async fn store() -> (tempfile::TempDir, DatabaseConnection, LikeStore) {
     ))
     .await
     .expect("database");
-    let store = LikeStore::new(db.clone(), Outbox::default(), 1);
+    let store = LikeStore::new(db.clone(), Outbox::default());
     (dir, db, store)
 }
 
