@@ -485,7 +485,7 @@ async fn a_batch_of_likes_in_one_postgresql_statement_counts_and_tells_only_chan
 
     // What the writer is handed at once is one batch, one statement.
     let database = TestDatabase::create("oba_likes_").await;
-    let mut config = database.config(3);
+    let mut config = database.config(10);
     config.plan_once = true; // as like-service connects
     let db = db::connect_and_migrate::<Migrator>(&config)
         .await
