@@ -26,9 +26,9 @@ pub fn subjects(namespace: &str) -> Vec<String> {
 }
 
 pub struct NotificationProjection {
-    /// New notifications, to announce to every replica's live watchers; sent only after
-    /// they are committed, in the order they were made.
-    pub announce: mpsc::UnboundedSender<Notification>,
+    /// Each batch's new notifications, to announce to every replica's live watchers; sent
+    /// only after they are committed, in the order they were made.
+    pub announce: mpsc::UnboundedSender<Vec<Notification>>,
 }
 
 fn decode<M: Message + Default>(event: &Envelope) -> Result<M, ServiceError> {
@@ -113,9 +113,9 @@ impl Projection for NotificationProjection {
     }
 
     fn committed(&self, applied: Vec<Notification>) {
-        for notification in applied {
-            // Announcing is best effort: the notification is stored either way.
-            let _ = self.announce.send(notification);
+        // Announcing is best effort: the notifications are stored either way.
+        if !applied.is_empty() {
+            let _ = self.announce.send(applied);
         }
     }
 }

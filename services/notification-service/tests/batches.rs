@@ -1,6 +1,7 @@
 //! A batch of events is applied in one transaction: follows are written as their events
 //! come (a later `post.created` of the same batch reads them), notifications are stored
-//! together at the end, in the order of their events, and announced only after the commit.
+//! together at the end, in the order of their events, and announced together only after the
+//! commit.
 
 use notification_service::projection::NotificationProjection;
 use notification_service::storage::{self, migration::Migrator};
@@ -67,10 +68,17 @@ async fn a_batchs_notifications_are_stored_and_announced_in_the_order_of_their_e
         .await
         .expect("applied");
 
-    let mut told = Vec::new();
-    while let Ok(n) = announced.try_recv() {
-        told.push((n.recipient_id, n.kind.clone()));
-    }
+    let batch_told = announced
+        .try_recv()
+        .expect("the batch's notifications announced");
+    assert!(
+        announced.try_recv().is_err(),
+        "a batch is announced once, all its notifications together"
+    );
+    let told: Vec<(Uuid, String)> = batch_told
+        .into_iter()
+        .map(|n| (n.recipient_id, n.kind))
+        .collect();
     assert_eq!(
         told,
         [
