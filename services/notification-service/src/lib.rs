@@ -52,7 +52,12 @@ pub async fn app(config: &Config, in_process_bus: Option<Bus>) -> Result<Service
         ))))
 }
 
-/// Announces each projected batch's new notifications on `subject`, as one message.
+/// The most notifications in one announcement: a post by an author with many followers
+/// makes one each, and a NATS message is at most 1 MiB (a notification is ~140 bytes).
+const ANNOUNCED_MAX: usize = 500;
+
+/// Announces each projected batch's new notifications on `subject`, as one message (or one
+/// per [`ANNOUNCED_MAX`]), in the order made.
 fn announce_batches(
     bus: Bus,
     subject: String,
@@ -61,11 +66,14 @@ fn announce_batches(
     Box::new(drain(batches, move |made: Vec<storage::Notification>| {
         let (bus, subject) = (bus.clone(), subject.clone());
         async move {
-            let made = pb::NewNotifications {
-                notifications: made.into_iter().map(grpc::message).collect(),
-            };
-            if let Err(e) = bus.announce(&subject, made.encode_to_vec().into()).await {
-                tracing::warn!(error = %e, "live notifications not announced");
+            let mut made = made.into_iter().map(grpc::message).peekable();
+            while made.peek().is_some() {
+                let message = pb::NewNotifications {
+                    notifications: made.by_ref().take(ANNOUNCED_MAX).collect(),
+                };
+                if let Err(e) = bus.announce(&subject, message.encode_to_vec().into()).await {
+                    tracing::warn!(error = %e, "live notifications not announced");
+                }
             }
         }
     }))
@@ -116,6 +124,14 @@ mod tests {
         }
     }
 
+    /// The next item of `items`, failing the test after 5 s.
+    async fn next<T>(items: &mut mpsc::UnboundedReceiver<T>) -> T {
+        tokio::time::timeout(Duration::from_secs(5), items.recv())
+            .await
+            .expect("in time")
+            .expect("one more")
+    }
+
     #[tokio::test]
     async fn a_batchs_notifications_go_to_every_replica_as_one_message_in_order() {
         let bus: Bus = Arc::new(InProcessBus::default());
@@ -137,11 +153,7 @@ mod tests {
             .send(vec![liked(1, alice), liked(2, bob), liked(3, alice)])
             .expect("announcer running");
 
-        let message = tokio::time::timeout(Duration::from_secs(5), on_the_bus.recv())
-            .await
-            .expect("announced")
-            .expect("a message");
-        let made = pb::NewNotifications::decode(message).expect("NewNotifications");
+        let made = pb::NewNotifications::decode(next(&mut on_the_bus).await).expect("decodes");
         let ids: Vec<i64> = made.notifications.iter().map(|n| n.id).collect();
         assert_eq!(ids, [1, 2, 3], "the whole batch, in the order made");
         assert!(
@@ -168,6 +180,41 @@ mod tests {
                 ]
             );
         }
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_batch_too_big_for_one_message_goes_in_several_in_order() {
+        let bus: Bus = Arc::new(InProcessBus::default());
+        let subject = "t-live.new-notifications";
+        let mut on_the_bus = bus.listen(subject);
+        let shutdown = CancellationToken::new();
+        let (announce, batches) = mpsc::unbounded_channel();
+        tokio::spawn(announce_batches(bus.clone(), subject.to_owned(), batches)(
+            shutdown.clone(),
+        ));
+
+        // A post by an author with more followers than one message holds.
+        let made = 2 * ANNOUNCED_MAX + 1;
+        let author = Uuid::now_v7();
+        let ids = 1..=i64::try_from(made).expect("a small count");
+        announce
+            .send(ids.clone().map(|id| liked(id, author)).collect())
+            .expect("announcer running");
+
+        let mut sizes = Vec::new();
+        let mut heard = Vec::new();
+        while heard.len() < made {
+            let part = pb::NewNotifications::decode(next(&mut on_the_bus).await).expect("decodes");
+            sizes.push(part.notifications.len());
+            heard.extend(part.notifications.into_iter().map(|n| n.id));
+        }
+        assert_eq!(sizes, [ANNOUNCED_MAX, ANNOUNCED_MAX, 1]);
+        assert_eq!(
+            heard,
+            ids.collect::<Vec<_>>(),
+            "every one, in the order made"
+        );
         shutdown.cancel();
     }
 }
