@@ -32,10 +32,7 @@ pub async fn app(config: &Config, in_process_bus: Option<Bus>) -> Result<Service
         .connect::<storage::migration::Migrator>(in_process_bus)
         .await?;
     let (live, _) = broadcast::channel(1024);
-    // Outside the namespace's stream subjects (`<namespace>.>`): live pushes are not events.
-    // Named for its message, `NewNotifications`: replicas of an older build, which sent one
-    // `Notification` a message, do not hear it during a rollout (the list still has all).
-    let live_subject = format!("{}-live.new-notifications", backends.namespace);
+    let live_subject = live_subject(&backends.namespace);
     let (announce, to_announce) = mpsc::unbounded_channel::<Vec<storage::Notification>>();
     let subjects = projection::subjects(&backends.namespace);
     let projection = projection::NotificationProjection { announce };
@@ -50,6 +47,14 @@ pub async fn app(config: &Config, in_process_bus: Option<Bus>) -> Result<Service
             backends.db,
             live,
         ))))
+}
+
+/// Where replicas announce new notifications to each other. Outside the namespace's stream
+/// subjects (`<namespace>.>`): live pushes are not events. Named for its message,
+/// `NewNotifications`: replicas of an older build, which sent one `Notification` a message,
+/// do not hear it during a rollout (the list still has all).
+fn live_subject(namespace: &str) -> String {
+    format!("{namespace}-live.new-notifications")
 }
 
 /// The most notifications in one announcement: a post by an author with many followers
@@ -124,6 +129,18 @@ mod tests {
         }
     }
 
+    /// An announcer running on `bus` until `shutdown`, and where to hand it batches.
+    fn start_announcer(
+        bus: &Bus,
+        shutdown: &CancellationToken,
+    ) -> mpsc::UnboundedSender<Vec<storage::Notification>> {
+        let (announce, batches) = mpsc::unbounded_channel();
+        tokio::spawn(announce_batches(bus.clone(), live_subject("t"), batches)(
+            shutdown.clone(),
+        ));
+        announce
+    }
+
     /// The next item of `items`, failing the test after 5 s.
     async fn next<T>(items: &mut mpsc::UnboundedReceiver<T>) -> T {
         tokio::time::timeout(Duration::from_secs(5), items.recv())
@@ -135,18 +152,18 @@ mod tests {
     #[tokio::test]
     async fn a_batchs_notifications_go_to_every_replica_as_one_message_in_order() {
         let bus: Bus = Arc::new(InProcessBus::default());
-        let subject = "t-live.new-notifications";
-        let mut on_the_bus = bus.listen(subject);
+        let mut on_the_bus = bus.listen(&live_subject("t"));
         // Two replicas: one projects the batch, both push it to their watchers.
         let (live_1, live_2) = (broadcast::channel(16).0, broadcast::channel(16).0);
         let (mut watcher_1, mut watcher_2) = (live_1.subscribe(), live_2.subscribe());
         let shutdown = CancellationToken::new();
-        tokio::spawn(push_heard(&bus, subject, live_1)(shutdown.clone()));
-        tokio::spawn(push_heard(&bus, subject, live_2)(shutdown.clone()));
-        let (announce, batches) = mpsc::unbounded_channel();
-        tokio::spawn(announce_batches(bus.clone(), subject.to_owned(), batches)(
+        tokio::spawn(push_heard(&bus, &live_subject("t"), live_1)(
             shutdown.clone(),
         ));
+        tokio::spawn(push_heard(&bus, &live_subject("t"), live_2)(
+            shutdown.clone(),
+        ));
+        let announce = start_announcer(&bus, &shutdown);
 
         let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
         announce
@@ -186,13 +203,9 @@ mod tests {
     #[tokio::test]
     async fn a_batch_too_big_for_one_message_goes_in_several_in_order() {
         let bus: Bus = Arc::new(InProcessBus::default());
-        let subject = "t-live.new-notifications";
-        let mut on_the_bus = bus.listen(subject);
+        let mut on_the_bus = bus.listen(&live_subject("t"));
         let shutdown = CancellationToken::new();
-        let (announce, batches) = mpsc::unbounded_channel();
-        tokio::spawn(announce_batches(bus.clone(), subject.to_owned(), batches)(
-            shutdown.clone(),
-        ));
+        let announce = start_announcer(&bus, &shutdown);
 
         // A post by an author with more followers than one message holds.
         let made = 2 * ANNOUNCED_MAX + 1;
