@@ -152,17 +152,14 @@ mod tests {
     #[tokio::test]
     async fn a_batchs_notifications_go_to_every_replica_as_one_message_in_order() {
         let bus: Bus = Arc::new(InProcessBus::default());
-        let mut on_the_bus = bus.listen(&live_subject("t"));
+        let subject = live_subject("t");
+        let mut on_the_bus = bus.listen(&subject);
         // Two replicas: one projects the batch, both push it to their watchers.
         let (live_1, live_2) = (broadcast::channel(16).0, broadcast::channel(16).0);
         let (mut watcher_1, mut watcher_2) = (live_1.subscribe(), live_2.subscribe());
         let shutdown = CancellationToken::new();
-        tokio::spawn(push_heard(&bus, &live_subject("t"), live_1)(
-            shutdown.clone(),
-        ));
-        tokio::spawn(push_heard(&bus, &live_subject("t"), live_2)(
-            shutdown.clone(),
-        ));
+        tokio::spawn(push_heard(&bus, &subject, live_1)(shutdown.clone()));
+        tokio::spawn(push_heard(&bus, &subject, live_2)(shutdown.clone()));
         let announce = start_announcer(&bus, &shutdown);
 
         let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
