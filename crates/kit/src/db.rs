@@ -35,6 +35,34 @@ pub struct DbConfig {
     /// statement takes arrays, where planning cost more than the execution (see
     /// like-service's storage). Off by default.
     pub plan_once: bool,
+    /// When a SQLite file's commits reach the disk; PostgreSQL is set on its server.
+    pub sqlite_sync: SqliteSync,
+}
+
+/// When a SQLite file's commits reach the disk (`PRAGMA synchronous`; the file is in WAL
+/// mode). `oba up` is for trying oba: the default keeps a killed process from losing
+/// anything without making every commit wait for the disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SqliteSync {
+    /// The log is synced at checkpoints: a killed process loses nothing, a power cut may
+    /// lose the last commits, never the file's consistency.
+    #[default]
+    Normal,
+    /// The log is synced at every commit, as PostgreSQL does by default: a power cut loses
+    /// nothing acknowledged, and every commit waits for the disk.
+    Full,
+}
+
+impl std::str::FromStr for SqliteSync {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "normal" => Ok(Self::Normal),
+            "full" => Ok(Self::Full),
+            _ => Err("expected `normal` or `full`"),
+        }
+    }
 }
 
 impl DbConfig {
@@ -54,6 +82,9 @@ impl DbConfig {
                 env.parsed("OBA_DATABASE_CONNECT_TIMEOUT_SECS", 5).value,
             ),
             plan_once: false,
+            sqlite_sync: env
+                .parsed("OBA_SQLITE_SYNCHRONOUS", SqliteSync::default())
+                .value,
         }
     }
 
@@ -64,6 +95,7 @@ impl DbConfig {
             max_connections: SQLITE_CONNECTIONS,
             connect_timeout: Duration::from_secs(5),
             plan_once: false,
+            sqlite_sync: SqliteSync::default(),
         }
     }
 }
@@ -73,21 +105,24 @@ pub async fn connect_and_migrate<M: MigratorTrait>(
     config: &DbConfig,
 ) -> Result<DatabaseConnection, ConfigError> {
     let mut options = ConnectOptions::new(config.url.value.clone());
+    let sqlite_sync = config.sqlite_sync;
     options
         .max_connections(config.max_connections)
         .connect_timeout(config.connect_timeout)
         .acquire_timeout(config.connect_timeout)
         .sqlx_logging(false)
         // On every connection of the pool (a pragma sent once would reach one of them).
-        // WAL lets readers proceed while one writer commits; with WAL, NORMAL syncs at
-        // checkpoints rather than at every commit: a killed process loses nothing, a power
-        // cut may lose the last commits, never the file's consistency. The pool never
-        // checkpoints: a [`Checkpointer`] does, beside it.
-        .map_sqlx_sqlite_opts(|options| {
+        // WAL lets readers proceed while one writer commits (see [`SqliteSync`] for when
+        // commits reach the disk). The pool never checkpoints: a [`Checkpointer`] does,
+        // beside it, on a connection with the same settings.
+        .map_sqlx_sqlite_opts(move |options| {
             use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
             options
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
+                .synchronous(match sqlite_sync {
+                    SqliteSync::Normal => SqliteSynchronous::Normal,
+                    SqliteSync::Full => SqliteSynchronous::Full,
+                })
                 .pragma("wal_autocheckpoint", "0")
         });
     // sqlx pings each connection it hands out: a round trip to PostgreSQL (or a hop to
@@ -306,11 +341,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn every_sqlite_connection_is_wal_with_normal_sync() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = DbConfig::sqlite_file("OBA_DATABASE_URL", &dir.path().join("t.db"));
-        let db = connect_and_migrate::<Nothing>(&config).await.expect("db");
+    /// `PRAGMA journal_mode` and `PRAGMA synchronous` as eight connections of `db` answer.
+    async fn journal_and_sync(db: &DatabaseConnection) -> Vec<[String; 2]> {
         let pragma = |name: &'static str| {
             let db = db.clone();
             async move {
@@ -332,10 +364,52 @@ mod tests {
             (0..8).flat_map(|_| [pragma("journal_mode"), pragma("synchronous")]),
         )
         .await;
-        for pair in answers.chunks(2) {
+        answers
+            .chunks(2)
+            .map(|pair| [pair[0].clone(), pair[1].clone()])
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn every_sqlite_connection_is_wal_with_normal_sync() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = DbConfig::sqlite_file("OBA_DATABASE_URL", &dir.path().join("t.db"));
+        let db = connect_and_migrate::<Nothing>(&config).await.expect("db");
+        for answer in journal_and_sync(&db).await {
             // synchronous: 1 is NORMAL (2 would be FULL, a sync at every commit).
-            assert_eq!(pair, ["wal", "1"]);
+            assert_eq!(answer, ["wal", "1"]);
         }
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_file_asked_to_sync_every_commit_does_on_every_connection() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let mut env = Env::from_pairs([
+            ("OBA_DATABASE_URL", url.as_str()),
+            ("OBA_SQLITE_SYNCHRONOUS", "FULL"),
+        ]);
+        let config = DbConfig::from_env(&mut env);
+        env.finish().expect("a valid configuration");
+        assert_eq!(config.sqlite_sync, SqliteSync::Full);
+        let db = connect_and_migrate::<Nothing>(&config).await.expect("db");
+        for answer in journal_and_sync(&db).await {
+            assert_eq!(answer, ["wal", "2"], "2 is FULL");
+        }
+    }
+
+    #[test]
+    fn an_unknown_sqlite_sync_is_refused_naming_the_setting() {
+        let mut env = Env::from_pairs([
+            ("OBA_DATABASE_URL", "sqlite://t.db?mode=rwc"),
+            ("OBA_SQLITE_SYNCHRONOUS", "off"),
+        ]);
+        DbConfig::from_env(&mut env);
+        let refused = env.finish().expect_err("`off` is not offered").to_string();
+        assert!(
+            refused.contains("OBA_SQLITE_SYNCHRONOUS") && refused.contains("`normal` or `full`"),
+            "{refused}"
+        );
     }
 
     /// Runs `sql` on `db`, which must take it.

@@ -44,6 +44,7 @@ impl TestDatabase {
             max_connections,
             connect_timeout: Duration::from_secs(5),
             plan_once: false,
+            sqlite_sync: Default::default(),
         }
     }
 }
