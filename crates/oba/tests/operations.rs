@@ -156,6 +156,19 @@ fn unparsable_setting_exits_non_zero_naming_it() {
         "{stderr}"
     );
 
+    // A setting each service reads for itself reaches the services `up` starts.
+    let (code, stderr) = run_to_exit(
+        oba()
+            .current_dir(dir.path())
+            .env("OBA_BASE_PORT", "0")
+            .env("OBA_SQLITE_SYNCHRONOUS", "off"),
+    );
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("OBA_SQLITE_SYNCHRONOUS: invalid value \"off\""),
+        "{stderr}"
+    );
+
     let (code, stderr) = run_to_exit(
         oba()
             .current_dir(dir.path())
