@@ -341,6 +341,19 @@ mod tests {
         }
     }
 
+    /// What a service reads for the SQLite file `name` in `dir`, with one more `setting`.
+    fn sqlite_config_from_env(
+        dir: &tempfile::TempDir,
+        name: &str,
+        setting: (&str, &str),
+    ) -> DbConfig {
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join(name).display());
+        let mut env = Env::from_pairs([("OBA_DATABASE_URL", url.as_str()), setting]);
+        let config = DbConfig::from_env(&mut env);
+        env.finish().expect("a valid configuration");
+        config
+    }
+
     /// `PRAGMA journal_mode` and `PRAGMA synchronous` as eight connections of `db` answer.
     async fn journal_and_sync(db: &DatabaseConnection) -> Vec<[String; 2]> {
         let pragma = |name: &'static str| {
@@ -384,13 +397,7 @@ mod tests {
     #[tokio::test]
     async fn a_sqlite_file_asked_to_sync_every_commit_does_on_every_connection() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        let mut env = Env::from_pairs([
-            ("OBA_DATABASE_URL", url.as_str()),
-            ("OBA_SQLITE_SYNCHRONOUS", "FULL"),
-        ]);
-        let config = DbConfig::from_env(&mut env);
-        env.finish().expect("a valid configuration");
+        let config = sqlite_config_from_env(&dir, "t.db", ("OBA_SQLITE_SYNCHRONOUS", "FULL"));
         assert_eq!(config.sqlite_sync, SqliteSync::Full);
         let db = connect_and_migrate::<Nothing>(&config).await.expect("db");
         for answer in journal_and_sync(&db).await {
@@ -488,13 +495,8 @@ mod tests {
     #[tokio::test]
     async fn concurrent_writers_on_sqlite_queue_instead_of_failing_busy() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("w.db").display());
         // A pool size meant for PostgreSQL does not make SQLite writers race.
-        let mut env = Env::from_pairs([
-            ("OBA_DATABASE_URL", url.as_str()),
-            ("OBA_DATABASE_MAX_CONNECTIONS", "10"),
-        ]);
-        let config = DbConfig::from_env(&mut env);
+        let config = sqlite_config_from_env(&dir, "w.db", ("OBA_DATABASE_MAX_CONNECTIONS", "10"));
         assert_eq!(config.max_connections, SQLITE_CONNECTIONS);
         let db = connect_and_migrate::<Nothing>(&config).await.expect("db");
         let backend = db.get_database_backend();
