@@ -190,6 +190,28 @@ impl Processes {
         self.children.insert(service, child);
     }
 
+    /// Starts `service` again on `addr`, the port it had. While it was down, the port was
+    /// free for anyone: a client's connection may hold it for a moment (one that connects to
+    /// a port of the ephemeral range with no listener can even be given that very port as
+    /// its own), so a start that finds it in use is tried again.
+    async fn respawn(&mut self, service: Service, addr: SocketAddr) {
+        const TRIES: u32 = 40;
+        for _ in 1..TRIES {
+            match self.try_launch(service, Some(addr), &[]).await {
+                Ok((addr, child)) => {
+                    self.addrs.insert(service, addr);
+                    self.children.insert(service, child);
+                    return;
+                }
+                Err(log) if log.contains("Address already in use") => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(log) => panic!("{} exited:\n{log}", service.name()),
+            }
+        }
+        self.spawn(service, Some(addr)).await;
+    }
+
     /// Starts another replica of `service` on the same database and bus, with `overrides`
     /// of its settings (e.g. an edge pointed at other replicas); returns its address.
     pub async fn start_replica(
@@ -215,6 +237,19 @@ impl Processes {
         addr: Option<SocketAddr>,
         overrides: &[(&str, String)],
     ) -> (SocketAddr, Child) {
+        self.try_launch(service, addr, overrides)
+            .await
+            .unwrap_or_else(|log| panic!("{} exited:\n{log}", service.name()))
+    }
+
+    /// Starts `service` and waits until it listens; `Err` with what it logged if it exits
+    /// first.
+    async fn try_launch(
+        &self,
+        service: Service,
+        addr: Option<SocketAddr>,
+        overrides: &[(&str, String)],
+    ) -> Result<(SocketAddr, Child), String> {
         let mut env = self.env.clone();
         let listen = addr.map_or_else(|| "127.0.0.1:0".to_owned(), |a| a.to_string());
         env.push(("OBA_LISTEN_ADDR".into(), listen));
@@ -228,24 +263,29 @@ impl Processes {
         }
         env.extend(overrides.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         let log = self.log_dir.join(format!("{}.log", service.name()));
+        // The log is appended to: what this start wrote begins at its present end.
+        let logged_before = std::fs::read(&log).map_or(0, |bytes| bytes.len());
         let mut child = oba_command(&["serve", service.name()], &env, &log)
             .spawn()
             .expect("spawn oba serve");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        let Some(line) = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
             .await
             .unwrap_or_else(|_| panic!("{} did not start; see {}", service.name(), log.display()))
             .expect("read stdout")
-            .unwrap_or_else(|| {
-                let log = std::fs::read_to_string(&log).unwrap_or_default();
-                panic!("{} exited:\n{log}", service.name())
-            });
+        else {
+            let logged = std::fs::read(&log).unwrap_or_default();
+            return Err(
+                String::from_utf8_lossy(logged.get(logged_before..).unwrap_or_default())
+                    .into_owned(),
+            );
+        };
         let addr: SocketAddr = line
             .rsplit_once("http://")
             .and_then(|(_, a)| a.parse().ok())
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        (addr, child)
+        Ok((addr, child))
     }
 
     pub fn addr(&self, service: Service) -> Option<SocketAddr> {
@@ -309,8 +349,10 @@ impl Processes {
 
     /// Starts `service` again on its old address.
     pub async fn start_service(&mut self, service: Service) {
-        let addr = self.addrs.get(&service).copied();
-        self.spawn(service, addr).await;
+        match self.addrs.get(&service).copied() {
+            Some(addr) => self.respawn(service, addr).await,
+            None => self.spawn(service, None).await,
+        }
     }
 
     /// Stops every service, edge first.
