@@ -159,7 +159,7 @@ impl Processes {
                 .await;
         }
         for service in Service::ALL {
-            processes.spawn(service, None).await;
+            processes.start_service(service).await;
         }
         processes
     }
@@ -183,33 +183,22 @@ impl Processes {
         );
     }
 
-    /// Starts `service` (on `addr`, or an ephemeral port) and waits until it listens.
-    async fn spawn(&mut self, service: Service, addr: Option<SocketAddr>) {
-        let (addr, child) = self.launch(service, addr, &[]).await;
-        self.addrs.insert(service, addr);
-        self.children.insert(service, child);
-    }
-
     /// Starts `service` again on `addr`, the port it had. While it was down, the port was
     /// free for anyone: a client's connection may hold it for a moment (one that connects to
     /// a port of the ephemeral range with no listener can even be given that very port as
     /// its own), so a start that finds it in use is tried again.
-    async fn respawn(&mut self, service: Service, addr: SocketAddr) {
+    async fn relaunch(&self, service: Service, addr: SocketAddr) -> (SocketAddr, Child) {
         const TRIES: u32 = 40;
         for _ in 1..TRIES {
             match self.try_launch(service, Some(addr), &[]).await {
-                Ok((addr, child)) => {
-                    self.addrs.insert(service, addr);
-                    self.children.insert(service, child);
-                    return;
-                }
+                Ok(started) => return started,
                 Err(log) if log.contains("Address already in use") => {
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 Err(log) => panic!("{} exited:\n{log}", service.name()),
             }
         }
-        self.spawn(service, Some(addr)).await;
+        self.launch(service, Some(addr), &[]).await
     }
 
     /// Starts another replica of `service` on the same database and bus, with `overrides`
@@ -264,7 +253,7 @@ impl Processes {
         env.extend(overrides.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         let log = self.log_dir.join(format!("{}.log", service.name()));
         // The log is appended to: what this start wrote begins at its present end.
-        let logged_before = std::fs::read(&log).map_or(0, |bytes| bytes.len());
+        let logged_before = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
         let mut child = oba_command(&["serve", service.name()], &env, &log)
             .spawn()
             .expect("spawn oba serve");
@@ -347,12 +336,14 @@ impl Processes {
         assert!(status.success(), "{} exited with {status}", service.name());
     }
 
-    /// Starts `service` again on its old address.
+    /// Starts `service`, on its old address if it had one, and waits until it listens.
     pub async fn start_service(&mut self, service: Service) {
-        match self.addrs.get(&service).copied() {
-            Some(addr) => self.respawn(service, addr).await,
-            None => self.spawn(service, None).await,
-        }
+        let (addr, child) = match self.addrs.get(&service).copied() {
+            Some(addr) => self.relaunch(service, addr).await,
+            None => self.launch(service, None, &[]).await,
+        };
+        self.addrs.insert(service, addr);
+        self.children.insert(service, child);
     }
 
     /// Stops every service, edge first.
