@@ -354,8 +354,9 @@ mod tests {
         config
     }
 
-    /// `PRAGMA journal_mode` and `PRAGMA synchronous` as eight connections of `db` answer.
-    async fn journal_and_sync(db: &DatabaseConnection) -> Vec<[String; 2]> {
+    /// `PRAGMA journal_mode` and `PRAGMA synchronous` as eight connections of `db` answer,
+    /// in pairs.
+    async fn journal_and_sync(db: &DatabaseConnection) -> Vec<String> {
         let pragma = |name: &'static str| {
             let db = db.clone();
             async move {
@@ -373,14 +374,10 @@ mod tests {
             }
         };
         // Asked at once, so that several connections of the pool answer.
-        let answers = futures::future::join_all(
+        futures::future::join_all(
             (0..8).flat_map(|_| [pragma("journal_mode"), pragma("synchronous")]),
         )
-        .await;
-        answers
-            .chunks(2)
-            .map(|pair| [pair[0].clone(), pair[1].clone()])
-            .collect()
+        .await
     }
 
     #[tokio::test]
@@ -388,9 +385,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = DbConfig::sqlite_file("OBA_DATABASE_URL", &dir.path().join("t.db"));
         let db = connect_and_migrate::<Nothing>(&config).await.expect("db");
-        for answer in journal_and_sync(&db).await {
+        for pair in journal_and_sync(&db).await.chunks(2) {
             // synchronous: 1 is NORMAL (2 would be FULL, a sync at every commit).
-            assert_eq!(answer, ["wal", "1"]);
+            assert_eq!(pair, ["wal", "1"]);
         }
     }
 
@@ -400,8 +397,8 @@ mod tests {
         let config = sqlite_config_from_env(&dir, "t.db", ("OBA_SQLITE_SYNCHRONOUS", "FULL"));
         assert_eq!(config.sqlite_sync, SqliteSync::Full);
         let db = connect_and_migrate::<Nothing>(&config).await.expect("db");
-        for answer in journal_and_sync(&db).await {
-            assert_eq!(answer, ["wal", "2"], "2 is FULL");
+        for pair in journal_and_sync(&db).await.chunks(2) {
+            assert_eq!(pair, ["wal", "2"], "2 is FULL");
         }
     }
 
